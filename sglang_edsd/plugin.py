@@ -1,0 +1,25 @@
+"""SGLang plugin entry point (`sglang.srt.plugins` group): runs in every SGLang process.
+
+SGLang calls `register()` before server arguments are parsed, so everything here keys
+off the machine, not the flags. Order matters: the CPU-support layer must set its
+environment before SGLang modules that read it are imported by the later steps.
+"""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def register() -> None:
+    """Enable CPU support if needed, register EDSD and its draft model, apply patches."""
+    from sglang_edsd import cpu_support
+
+    cpu_support.maybe_enable()
+
+    from sglang_edsd.serving.model_registration import register_draft_model
+    from sglang_edsd.serving.spec_algo import register_algorithm
+
+    register_algorithm()
+    register_draft_model()

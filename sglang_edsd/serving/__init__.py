@@ -1,0 +1,1 @@
+"""The SGLang side of EDSD: the registered spec algorithm and the draft model class."""

@@ -1,0 +1,122 @@
+"""The EDSD speculative algorithm as registered with SGLang.
+
+`EDSDSpecAlgo` answers SGLang's `is_*` questions like EAGLE-3 does, so the scheduler,
+model runner and worker run their whole EAGLE-3 path for it: target aux hidden-state
+capture (the two EDSelect layers named in the draft config), the `d2t` hot-token map,
+draft CUDA-graph buffers and chain/tree verify. The worker is SGLang's EAGLE V2 worker,
+which supports overlap scheduling.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+from sglang.srt.speculative.spec_registry import CustomSpecAlgo
+
+from sglang_edsd.draft_config import DraftConfigError, validate_draft_folder
+
+logger = logging.getLogger(__name__)
+
+ALGORITHM_NAME = "EDSD"
+# EDSD's serving default (paper Sec. 4.4): a depth-4 chain.
+DEFAULT_STEPS, DEFAULT_TOPK, DEFAULT_DRAFT_TOKENS = 4, 1, 5
+
+# Methods SGLang 0.5.23 calls on every algorithm object but `CustomSpecAlgo` lacks. Their
+# bodies on `SpeculativeAlgorithm` dispatch only through `is_*()`, so EAGLE-3's behaviour
+# follows from our `is_eagle()`/`is_eagle3()` answers.
+_BORROWED_FROM_EAGLE = (
+    "carries_draft_hidden_states",
+    "create_future_map",
+    "need_topk",
+    "get_platform_worker_cls",
+    "build_disagg_draft_input",
+    "get_num_tokens_per_req_for_target_verify",
+    "supports_mixed_chunk",
+    "supports_grammar_overlap",
+    "has_draft_kv",
+)
+
+
+class EDSDSpecAlgo(CustomSpecAlgo):
+    """A plugin algorithm that takes SGLang's EAGLE-3 code path."""
+
+    def is_eagle(self) -> bool:
+        return True
+
+    def is_eagle3(self) -> bool:
+        return True
+
+    def handle_server_args(self, server_args: Any) -> None:
+        """EAGLE-family defaults, with EDSD's depth-4 chain when the user gives no shape."""
+        sa = server_args
+        if sa.speculative_num_steps is None and sa.speculative_eagle_topk is None and sa.speculative_num_draft_tokens is None:
+            sa.speculative_num_steps, sa.speculative_eagle_topk = DEFAULT_STEPS, DEFAULT_TOPK
+            sa.speculative_num_draft_tokens = DEFAULT_DRAFT_TOKENS
+        else:
+            sa.speculative_num_steps = sa.speculative_num_steps or DEFAULT_STEPS
+            sa.speculative_eagle_topk = sa.speculative_eagle_topk or DEFAULT_TOPK
+        if sa.speculative_eagle_topk == 1 and sa.speculative_num_draft_tokens != sa.speculative_num_steps + 1:
+            if sa.speculative_num_draft_tokens is not None:
+                logger.warning("EDSD: speculative_num_draft_tokens set to num_steps + 1 for a chain (topk=1)")
+            sa.speculative_num_draft_tokens = sa.speculative_num_steps + 1
+        if sa.speculative_num_draft_tokens is None:
+            raise ValueError("EDSD with --speculative-eagle-topk > 1 needs --speculative-num-draft-tokens")
+        if sa.max_running_requests is None:
+            sa.max_running_requests = 48
+        if sa.device == "cpu":
+            # SGLang has no overlap scheduler for speculative decoding on CPU, and its draft
+            # attention factory has a CPU entry only under the intel_amx name.
+            sa.disable_overlap_schedule = True
+            if sa.speculative_draft_attention_backend is None:
+                sa.speculative_draft_attention_backend = "intel_amx"
+        if sa.speculative_use_rejection_sampling:
+            raise ValueError(
+                "EDSD drafts use a pruned draft vocabulary; --speculative-use-rejection-sampling "
+                "needs draft vocab == target vocab and is not supported"
+            )
+
+
+for _name in _BORROWED_FROM_EAGLE:
+    if _name not in vars(SpeculativeAlgorithm):
+        raise RuntimeError(
+            f"sglang_edsd: SpeculativeAlgorithm.{_name} is gone from this SGLang; "
+            "EDSDSpecAlgo was written against sglang 0.5.23"
+        )
+    if _name not in vars(CustomSpecAlgo):
+        setattr(EDSDSpecAlgo, _name, vars(SpeculativeAlgorithm)[_name])
+
+
+def validate_server_args(server_args: Any) -> None:
+    """Fail fast, before any model is built, on a draft that cannot serve this target."""
+    if not server_args.speculative_draft_model_path:
+        raise ValueError(
+            "--speculative-algorithm EDSD needs --speculative-draft-model-path (an EDSD draft folder; "
+            "make one with `sglang-edsd init-draft`)"
+        )
+    try:
+        validate_draft_folder(server_args.speculative_draft_model_path, server_args.model_path)
+    except DraftConfigError as e:
+        raise ValueError(f"EDSD draft rejected: {e}") from None
+
+
+def edsd_worker_factory(server_args: Any) -> type:
+    """SGLang's EAGLE V2 worker; EDSD differs in the draft model, not in the loop."""
+    from sglang.srt.speculative.eagle_worker_v2 import EAGLEWorkerV2
+
+    return EAGLEWorkerV2
+
+
+def register_algorithm() -> None:
+    """Register EDSD once per process (plugins can be loaded more than once in tests)."""
+    from sglang.srt.speculative.spec_registry import get_spec
+
+    if get_spec(ALGORITHM_NAME) is not None:
+        return
+    SpeculativeAlgorithm.register(
+        ALGORITHM_NAME,
+        supports_overlap=True,
+        validate_server_args=validate_server_args,
+        spec_class=EDSDSpecAlgo,
+    )(edsd_worker_factory)
