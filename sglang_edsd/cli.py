@@ -24,6 +24,7 @@ def _cmd_init_draft(args: argparse.Namespace) -> None:
         expansion=args.expansion,
         draft_vocab_size=args.draft_vocab_size,
         seed=args.seed,
+        input_module="fc" if args.eagle3 else "edfuse",
     )
     print(out)
 
@@ -33,7 +34,7 @@ def _cmd_validate_draft(args: argparse.Namespace) -> None:
 
     cfg = validate_draft_folder(args.draft, args.target)
     ids = list(cfg.layer_ids)
-    print(f"OK: EDSD draft, layer ids {ids} (HF hidden_states index {[i + 1 for i in ids]}), "
+    print(f"OK: {cfg.architecture} draft, layer ids {ids} (HF hidden_states index {[i + 1 for i in ids]}), "
           f"expansion {cfg.expansion_size}, draft vocab {cfg.draft_vocab_size}")
 
 
@@ -53,8 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("init-draft", help="write a random-initialised EDSD draft for a Llama/Qwen target")
     s.add_argument("--target", required=True, help="target model folder (HF format)")
     s.add_argument("--out", required=True, help="output draft folder")
-    s.add_argument("--layer-ids", type=int, nargs=2, metavar=("LOW", "HIGH"),
-                   help="SGLang layer ids (id i = output of decoder layer i); default: EAGLE-3's mid/high ids")
+    s.add_argument("--layer-ids", type=int, nargs="+", metavar="ID",
+                   help="SGLang layer ids (id i = output of decoder layer i); default: EAGLE-3's mid/high ids "
+                        "(EDSD takes two; EDSelect picks them once trained drafts exist)")
+    s.add_argument("--eagle3", action="store_true",
+                   help="write an EAGLE-3 baseline draft (fc over 3 layers) for SGLang's EAGLE3 instead")
     s.add_argument("--expansion", default="m", help="EDFuse width: m (target FFN size), d, 5d or an integer")
     s.add_argument("--draft-vocab-size", type=int, help="draft vocabulary size (default: full target vocab)")
     s.add_argument("--seed", type=int, default=0)

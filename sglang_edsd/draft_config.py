@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 EDSD_ARCHITECTURE = "LlamaForCausalLMEDSD"
+EAGLE3_ARCHITECTURE = "LlamaForCausalLMEagle3"
+# The draft's input module: EDFuse (EDSD) or EAGLE-3's single `fc` (the baseline recipe).
+INPUT_MODULES = {"edfuse": EDSD_ARCHITECTURE, "fc": EAGLE3_ARCHITECTURE}
 FORMAT_VERSION = 1
 # Tensors that may be absent: SGLang shares the target's embedding with the draft, and
 # `t2d` is informational (SGLang only reads `d2t`).
@@ -75,13 +78,22 @@ class TargetInfo:
 
 @dataclass(frozen=True)
 class EDSDDraftConfig:
-    """What an EDSD draft is: target it was built for, selected layers, EDFuse shape."""
+    """What a draft is: the target it was built for, selected layers, input-module shape.
+
+    `input_module="fc"` describes the matched EAGLE-3 baseline (any number of layers,
+    served by SGLang's own EAGLE3); EDSD drafts use "edfuse" with exactly two layers.
+    """
 
     target: TargetInfo
-    layer_ids: tuple[int, int]
+    layer_ids: tuple[int, ...]
     expansion_size: int
     draft_vocab_size: int
     token_layernorm: bool = True
+    input_module: str = "edfuse"
+
+    @property
+    def architecture(self) -> str:
+        return INPUT_MODULES[self.input_module]
 
     @property
     def hidden_size(self) -> int:
@@ -94,9 +106,13 @@ class EDSDDraftConfig:
     def validate(self) -> None:
         """Check internal consistency; raises DraftConfigError naming the field."""
         L = self.target.num_hidden_layers
-        if len(self.layer_ids) != 2 or len(set(self.layer_ids)) != 2:
+        if self.input_module not in INPUT_MODULES:
+            raise DraftConfigError(f"edsd_config.input_module must be one of {sorted(INPUT_MODULES)}, got {self.input_module!r}")
+        wanted = 2 if self.input_module == "edfuse" else len(self.layer_ids)
+        if len(self.layer_ids) != wanted or len(set(self.layer_ids)) != len(self.layer_ids) or not self.layer_ids:
             raise DraftConfigError(
-                f"eagle_aux_hidden_state_layer_ids must name two distinct target layers, got {list(self.layer_ids)}"
+                f"eagle_aux_hidden_state_layer_ids must name {wanted} distinct target layers for "
+                f"input_module={self.input_module!r}, got {list(self.layer_ids)}"
             )
         for i in self.layer_ids:
             if not 0 <= i <= L - 2:
@@ -132,7 +148,7 @@ class EDSDDraftConfig:
     def to_hf_dict(self) -> dict[str, Any]:
         t = self.target
         return {
-            "architectures": [EDSD_ARCHITECTURE],
+            "architectures": [self.architecture],
             "model_type": "llama",
             "hidden_size": t.hidden_size,
             "intermediate_size": t.intermediate_size,
@@ -153,6 +169,7 @@ class EDSDDraftConfig:
                 "format_version": FORMAT_VERSION,
                 "expansion_size": self.expansion_size,
                 "token_layernorm": self.token_layernorm,
+                "input_module": self.input_module,
                 "target": asdict(t),
             },
         }
@@ -161,7 +178,7 @@ class EDSDDraftConfig:
     def from_hf_dict(cls, cfg: dict[str, Any], source: str = "draft config") -> EDSDDraftConfig:
         archs = cfg.get("architectures") or []
         edsd = cfg.get("edsd_config")
-        if EDSD_ARCHITECTURE not in archs or not isinstance(edsd, dict):
+        if not set(archs) & set(INPUT_MODULES.values()) or not isinstance(edsd, dict):
             raise DraftConfigError(
                 f"{source} is not an EDSD draft: expected architectures [{EDSD_ARCHITECTURE!r}] and an "
                 f"'edsd_config' section, got architectures={archs} "
@@ -178,10 +195,16 @@ class EDSDDraftConfig:
                 expansion_size=int(edsd["expansion_size"]),
                 draft_vocab_size=int(cfg.get("draft_vocab_size") or cfg["vocab_size"]),
                 token_layernorm=bool(edsd.get("token_layernorm", True)),
+                input_module=str(edsd.get("input_module", "edfuse")),
             )
         except (KeyError, TypeError) as e:
             raise DraftConfigError(f"{source}: malformed edsd_config ({e})") from None
         config.validate()
+        if config.architecture not in archs:
+            raise DraftConfigError(
+                f"{source}: architectures {archs} do not match input_module={config.input_module!r} "
+                f"(expected {config.architecture!r})"
+            )
         return config
 
     @classmethod
@@ -201,9 +224,6 @@ class EDSDDraftConfig:
         q, kv = t.num_attention_heads * t.head_dim, t.num_key_value_heads * t.head_dim
         shapes: dict[str, tuple[int, ...]] = {
             "embed_tokens.weight": (t.vocab_size, d),
-            "edfuse.gate.weight": (m, self.feature_size),
-            "edfuse.up.weight": (m, d),
-            "edfuse.down.weight": (d, m),
             "layers.0.hidden_norm.weight": (d,),
             "layers.0.input_layernorm.weight": (d,),
             "layers.0.self_attn.q_proj.weight": (q, 2 * d),
@@ -219,6 +239,11 @@ class EDSDDraftConfig:
             "d2t": (self.draft_vocab_size,),
             "t2d": (t.vocab_size,),
         }
+        if self.input_module == "fc":
+            shapes["fc.weight"] = (d, self.feature_size)
+            return shapes
+        shapes.update({"edfuse.gate.weight": (m, self.feature_size), "edfuse.up.weight": (m, d),
+                       "edfuse.down.weight": (d, m)})
         if self.token_layernorm:
             shapes["edfuse.norm.weight"] = (d,)
             shapes["edfuse.norm.bias"] = (d,)

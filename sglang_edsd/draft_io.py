@@ -88,20 +88,30 @@ def write_draft(
     return out
 
 
+def eagle3_layer_ids(target: TargetInfo) -> tuple[int, int, int]:
+    """SGLang's default EAGLE-3 capture ids [1, L//2 - 1, L - 4]."""
+    L = target.num_hidden_layers
+    return (1, L // 2 - 1, L - 4)
+
+
 def init_draft(
     target_path: str | Path,
     out_dir: str | Path,
-    layer_ids: tuple[int, int] | None = None,
+    layer_ids: tuple[int, ...] | None = None,
     expansion: str | int = "m",
     draft_vocab_size: int | None = None,
     seed: int = 0,
+    input_module: str = "edfuse",
 ) -> Path:
-    """Make a random-initialised EDSD draft for the target at `target_path`."""
+    """Make a random-initialised EDSD draft (or, with input_module="fc", an EAGLE-3 draft)."""
     target = TargetInfo.from_path(target_path)
+    if not layer_ids:
+        layer_ids = default_layer_ids(target) if input_module == "edfuse" else eagle3_layer_ids(target)
     config = EDSDDraftConfig(
         target=target,
-        layer_ids=tuple(layer_ids) if layer_ids else default_layer_ids(target),
+        layer_ids=tuple(layer_ids),
         expansion_size=parse_expansion(expansion, target),
         draft_vocab_size=draft_vocab_size or target.vocab_size,
+        input_module=input_module,
     )
     return write_draft(config, random_draft_tensors(config, seed), out_dir, target_path=target_path)

@@ -13,8 +13,9 @@ Target (4 layers), at position t with x_t = S[i]:
   layer 1: writes e_{g(i)}   -> output (SGLang id 1) = [e_i, e_{g(i)}]   (g: a permutation)
   layer 2: erases 2nd half   -> output (SGLang id 2) = [e_i, 0]
   lm_head reads the 1st half: the target's greedy next token is S[f(i)], f(i) = i+1 mod n.
-The target's output never depends on g, so serving a target with another g ("layer 1's
-features corrupted") changes what the draft sees and nothing else.
+The target's output never depends on g, so serving a target whose layer 1 writes
+e_{g(i + shift)} ("layer 1's features corrupted") changes what the draft sees and nothing
+else; with shift != 0 the draft's first token is never right.
 
 Draft (layer ids [0, 1]) at draft-extend position t predicts x_{t+2}:
   EDFuse: token stream is constant (LayerNorm weight 0, bias 1); feature stream maps the
@@ -52,9 +53,9 @@ def f(i: int) -> int:
     return (i + 1) % N_CODES
 
 
-def g_perm(seed: int) -> list[int]:
-    """The permutation layer 1 writes; another seed is a 'corrupted' layer 1."""
-    return torch.randperm(N_CODES, generator=torch.Generator().manual_seed(seed)).tolist()
+def g_perm() -> list[int]:
+    """The permutation layer 1 writes (fixed)."""
+    return torch.randperm(N_CODES, generator=torch.Generator().manual_seed(0)).tolist()
 
 
 def _e(i: int, size: int = HIDDEN) -> torch.Tensor:
@@ -88,12 +89,12 @@ def _table_mlp(rows: dict[int, torch.Tensor], read_scale: float) -> dict[str, to
     return {"gate_proj.weight": gate, "up_proj.weight": gate.clone(), "down_proj.weight": down}
 
 
-def build_target(out: Path, tokenizer_src: Path, g_seed: int = 0) -> Path:
-    """Write the tiny Llama target (float32) with layer 1 writing permutation g_perm(g_seed)."""
+def build_target(out: Path, tokenizer_src: Path, corrupt_shift: int = 0) -> Path:
+    """Write the tiny Llama target (float32); layer 1 writes e_{g(i + corrupt_shift)}."""
     out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(1234)
     heads, kv_heads, head_dim = 4, 2, 16
-    g = g_perm(g_seed)
+    g = g_perm()
     w: dict[str, torch.Tensor] = {}
     embed = torch.zeros(VOCAB, HIDDEN)
     for i, tok in enumerate(TOKENS):
@@ -103,7 +104,7 @@ def build_target(out: Path, tokenizer_src: Path, g_seed: int = 0) -> Path:
     one, two = HIDDEN**0.5, (HIDDEN / 2) ** 0.5
     mlps = {
         0: {},
-        1: {i: _e(HALF + g[i]) for i in range(N_CODES)},
+        1: {i: _e(HALF + g[(i + corrupt_shift) % N_CODES]) for i in range(N_CODES)},
         2: {HALF + j: -_e(HALF + j) for j in range(N_CODES)},
         3: {},
     }
@@ -135,11 +136,11 @@ def build_target(out: Path, tokenizer_src: Path, g_seed: int = 0) -> Path:
     return out
 
 
-def build_draft(out: Path, target: Path, wrong_codes: frozenset[int] = frozenset(), g_seed: int = 0) -> Path:
-    """Write an EDSD draft for `build_target(g_seed)`; its advance rule is wrong on `wrong_codes`."""
+def build_draft(out: Path, target: Path, wrong_codes: frozenset[int] = frozenset()) -> Path:
+    """Write an EDSD draft for the uncorrupted target; its advance rule is wrong on `wrong_codes`."""
     info = TargetInfo.from_path(target)
     config = EDSDDraftConfig(target=info, layer_ids=(0, 1), expansion_size=HALF, draft_vocab_size=N_CODES)
-    g = g_perm(g_seed)
+    g = g_perm()
     c = 20.0
     gate = torch.zeros(HALF, 2 * HIDDEN)
     for i in range(N_CODES):

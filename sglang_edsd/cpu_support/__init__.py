@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 _enabled = False
@@ -30,6 +32,20 @@ def should_enable() -> bool:
     return not torch.cuda.is_available()
 
 
+def _reach_child_processes() -> None:
+    """Put `child_path/` first on sys.path (spawn copies it) and PYTHONPATH (subprocesses).
+
+    SGLang's spawned scheduler imports `from sgl_kernel import ..._cpu` before it loads
+    plugins; `child_path/sgl_kernel` answers that import with our ops (see its docstring).
+    """
+    child_path = str(Path(__file__).parent / "child_path")
+    if child_path not in sys.path:
+        sys.path.insert(0, child_path)
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if child_path not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([child_path, *parts])
+
+
 def maybe_enable() -> bool:
     """Enable CPU support in this process if `should_enable()`; returns whether it is on."""
     global _enabled
@@ -37,15 +53,17 @@ def maybe_enable() -> bool:
         return True
     if not should_enable():
         return False
-    os.environ.setdefault("SGLANG_USE_CPU_ENGINE", "1")
-    from sglang.srt.runtime_context import override_platform
-
+    os.environ["SGLANG_USE_CPU_ENGINE"] = "1"
+    _reach_child_processes()
     from sglang_edsd.cpu_support.install import install_cpu_ops
 
     installed = install_cpu_ops()
-    if installed:
+    from sglang.srt.runtime_context import override_platform
+    from sglang.srt.utils.common import cpu_has_amx_support
+
+    if not cpu_has_amx_support():
         # Our ops implement what intel_amx needs; without this SGLang downgrades it.
         override_platform(has_amx=True).install()
-    logger.info("sglang-edsd CPU support on: %d sgl_kernel ops installed", len(installed))
+    logger.info("sglang-edsd CPU support on (%d sgl_kernel ops installed here)", len(installed))
     _enabled = True
     return True

@@ -96,7 +96,12 @@ def validate_server_args(server_args: Any) -> None:
             "make one with `sglang-edsd init-draft`)"
         )
     try:
-        validate_draft_folder(server_args.speculative_draft_model_path, server_args.model_path)
+        config = validate_draft_folder(server_args.speculative_draft_model_path, server_args.model_path)
+        if config.input_module != "edfuse":
+            raise DraftConfigError(
+                f"{server_args.speculative_draft_model_path} is not an EDSD draft: it is an EAGLE-3 "
+                "(fc) draft; serve it with --speculative-algorithm EAGLE3"
+            )
     except DraftConfigError as e:
         raise ValueError(f"EDSD draft rejected: {e}") from None
 
