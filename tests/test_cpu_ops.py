@@ -32,7 +32,9 @@ class TritonOracle:
     """Client of the oracle worker: `oracle(name, **args)` returns the kernel's outputs."""
 
     def __init__(self, workdir: Path):
-        env = {k: v for k, v in os.environ.items() if k != "SGLANG_USE_CPU_ENGINE"}
+        # SGLang's GPU code path, and nothing of ours on the path (no sgl_kernel shim)
+        dropped = ("SGLANG_USE_CPU_ENGINE", "PYTHONPATH")
+        env = {k: v for k, v in os.environ.items() if k not in dropped}
         env["TRITON_INTERPRET"] = "1"
         self.process = subprocess.Popen(
             [sys.executable, str(ORACLE_WORKER)],
@@ -62,7 +64,7 @@ class TritonOracle:
         return torch.load(path + ".out")
 
     def close(self) -> None:
-        self.process.stdin.close()
+        self.process.kill()  # nothing to flush; skips a slow interpreter shutdown
         self.process.wait(timeout=60)
 
 
@@ -146,7 +148,9 @@ def test_assign_draft_cache_locs_contiguous(triton_oracle, lens_dtype):
     out = torch.full((5 * topk * num_steps,), -7, dtype=torch.int64)
     ops.assign_draft_cache_locs_contiguous_cpu(**args, out_cache_loc=out, pool_len=pool_len,
                                                topk=topk, num_steps=num_steps)
-    expected = triton_oracle("assign_draft_cache_locs_contiguous", **args, topk=topk, num_steps=num_steps)
+    expected = triton_oracle(
+        "assign_draft_cache_locs_contiguous", **args, topk=topk, num_steps=num_steps
+    )
     assert torch.equal(out, expected["out_cache_loc"])
 
 
@@ -234,13 +238,16 @@ def test_build_draft_decode_metadata(triton_oracle):
         req_to_token=_req_to_token(gen, 6, pool_len),
         seq_lens=torch.tensor([1, 30, 9, 67]),
     )
-    rows = ops.build_draft_decode_metadata_cpu(**args, topk=topk, num_steps=num_steps, pool_len=pool_len)
+    rows = ops.build_draft_decode_metadata_cpu(
+        **args, topk=topk, num_steps=num_steps, pool_len=pool_len
+    )
     expected = triton_oracle("draft_decode_kv_indices", **args, topk=topk, num_steps=num_steps)
     assert rows.shape == (4 * topk, pool_len) and rows.dtype == torch.int32
     indptr = expected["kv_indptr"].tolist()
     for r in range(4 * topk):
         defined = int(args["seq_lens"][r // topk]) + num_steps
-        assert torch.equal(rows[r, :defined].long(), expected["kv_indices"][indptr[r] : indptr[r + 1]])
+        oracle_row = expected["kv_indices"][indptr[r] : indptr[r + 1]]
+        assert torch.equal(rows[r, :defined].long(), oracle_row)
 
 
 TREE_CASES = {
@@ -278,8 +285,10 @@ def test_verify_tree_greedy(triton_oracle, topk, steps, n):
     bs = 6
     parent_list, selected = _draft_tree(gen, bs, topk, steps, n)
     tree = _tree_buffers(bs, n, torch.zeros(bs, dtype=torch.long), 1)
-    ops.build_tree_kernel_efficient_cpu(parent_list, selected, torch.zeros(bs, dtype=torch.long),
-                                        **tree, topk=topk, depth=steps, draft_token_num=n, tree_mask_mode=1)
+    ops.build_tree_kernel_efficient_cpu(
+        parent_list, selected, torch.zeros(bs, dtype=torch.long), **tree,
+        topk=topk, depth=steps, draft_token_num=n, tree_mask_mode=1,
+    )
     # a 3-token vocabulary makes accepts, rejects and sibling hops all common
     candidates = torch.randint(0, 3, (bs, n), generator=gen)
     target_predict = torch.randint(0, 3, (bs, n), generator=gen)
@@ -308,8 +317,9 @@ def test_verify_tree_greedy(triton_oracle, topk, steps, n):
 def _kv_cache(gen, rows, kv_heads, head_dim, v_head_dim, dtype, shared_kv=False):
     """K and V cache buffers; shared_kv makes V a view of K's leading dims (MLA layout)."""
     k = torch.randn(rows, kv_heads, head_dim, generator=gen).to(dtype)
-    v = k[..., :v_head_dim] if shared_kv else torch.randn(rows, kv_heads, v_head_dim, generator=gen).to(dtype)
-    return k, v
+    if shared_kv:
+        return k, k[..., :v_head_dim]
+    return k, torch.randn(rows, kv_heads, v_head_dim, generator=gen).to(dtype)
 
 
 DECODE_CASES = {
@@ -375,7 +385,7 @@ def test_decode_attention(triton_oracle, case):
 
 
 EXTEND_CASES = {
-    # name: dict of case options (defaults in _extend_args)
+    # name: dict of case options (defaults in _extend_args; extend_kv=False passes no K/V)
     "prefill_9q_3kv_bf16_mixed_prefixes": dict(dtype=torch.bfloat16),
     "fp32_cap_sinks_window": dict(logit_cap=2.0, sinks=True, window=6),
     "target_verify_tree_mask_bf16": dict(dtype=torch.bfloat16, tree=True),
@@ -389,7 +399,7 @@ EXTEND_CASES = {
 
 def _extend_args(gen, dtype=torch.float32, heads=9, kv_heads=3, head_dim=64, v_head_dim=64,
                  cache_dtype=None, scales=(1.0, 1.0), logit_cap=0.0, sinks=False, window=0,
-                 encoder=False, cross=False, causal=True, tree=False, extend_kv=True) -> dict:
+                 encoder=False, cross=False, causal=True, tree=False) -> dict:
     prefix_lens = torch.tensor([0, 5, 17, 30])
     extend_lens = torch.tensor([7, 1, 12, 20])
     bs, pool_len, num_reqs = len(prefix_lens), 80, 6
@@ -399,8 +409,10 @@ def _extend_args(gen, dtype=torch.float32, heads=9, kv_heads=3, head_dim=64, v_h
         extend_lens = torch.full((bs,), n)
         parent_list, selected = _draft_tree(gen, bs, topk, steps, n)
         buffers = _tree_buffers(bs, n, prefix_lens, 1)
-        ops.build_tree_kernel_efficient_cpu(parent_list, selected, prefix_lens, **buffers,
-                                            topk=topk, depth=steps, draft_token_num=n, tree_mask_mode=1)
+        ops.build_tree_kernel_efficient_cpu(
+            parent_list, selected, prefix_lens, **buffers,
+            topk=topk, depth=steps, draft_token_num=n, tree_mask_mode=1,
+        )
         tree_mask = buffers["tree_mask"]
     seq_lens = prefix_lens + extend_lens
     encoder_lens = torch.tensor([4, 0, 9, 3]) if encoder else None
@@ -414,10 +426,12 @@ def _extend_args(gen, dtype=torch.float32, heads=9, kv_heads=3, head_dim=64, v_h
     k_extend, v_extend = _kv_cache(gen, tokens, kv_heads, head_dim, v_head_dim, dtype, shared_kv)
     start_loc = torch.cumsum(extend_lens, 0) - extend_lens
     for i in range(bs):  # SGLang stores the new tokens' K/V in the cache before attending
-        row = req_to_token[req_pool_indices[i], offset[i] + prefix_lens[i] : offset[i] + seq_lens[i]]
-        k_buffer[row.long()] = k_extend[start_loc[i] : start_loc[i] + extend_lens[i]].to(k_buffer.dtype)
+        cached = offset[i] + torch.arange(prefix_lens[i], seq_lens[i])
+        slots = req_to_token[req_pool_indices[i], cached].long()
+        new = slice(start_loc[i], start_loc[i] + extend_lens[i])
+        k_buffer[slots] = k_extend[new].to(k_buffer.dtype)
         if not shared_kv:
-            v_buffer[row.long()] = v_extend[start_loc[i] : start_loc[i] + extend_lens[i]].to(v_buffer.dtype)
+            v_buffer[slots] = v_extend[new].to(v_buffer.dtype)
     return dict(
         q_extend=torch.randn(tokens, heads, head_dim, generator=gen).to(dtype),
         k_extend=k_extend, v_extend=v_extend,
@@ -429,13 +443,15 @@ def _extend_args(gen, dtype=torch.float32, heads=9, kv_heads=3, head_dim=64, v_h
         is_cross_attention=cross, sliding_window_size=window, encoder_lens=encoder_lens,
         sinks=torch.randn(heads, generator=gen) if sinks else None,
         tree_mask=tree_mask, is_causal=causal,
-    ), extend_kv
+    )
 
 
 @pytest.mark.parametrize("case", EXTEND_CASES)
 def test_extend_attention(triton_oracle, case):
     gen = torch.Generator().manual_seed(11)
-    args, extend_kv = _extend_args(gen, **EXTEND_CASES[case])
+    options = dict(EXTEND_CASES[case])
+    extend_kv = options.pop("extend_kv", True)
+    args = _extend_args(gen, **options)
     ours = _clone(args)
     if not extend_kv:  # Gemma-4 KV-shared layers pass no K/V: the kernel reads the cache
         ours["k_extend"] = ours["v_extend"] = None
@@ -451,7 +467,8 @@ def test_extend_attention(triton_oracle, case):
 
 
 def _run_fresh(script: str, **env: str) -> str:
-    """Run `script` in a fresh interpreter with the repository importable; return its stdout."""
+    """Run `script` in a fresh interpreter whose path holds the repository and nothing of an
+    enabled parent's (such as its child_path sgl_kernel shim); return its stdout."""
     environment = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **env)
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=environment,
                             capture_output=True, text=True, timeout=300)
@@ -476,7 +493,6 @@ def test_install_reaches_both_routes_and_sglang_call_sites():
         from sglang.kernels.ops.speculative.eagle import fill_bonus_tokens_func
         from sglang.kernels.ops.speculative.spec_tree import verify_tree_greedy_func
         import sglang.kernels.ops.kvcache.cache_move, sglang.kernels.ops.speculative.cache_locs
-        import sglang.srt.mem_cache.allocation
 
         bonus = torch.empty(2, dtype=torch.int32)
         fill_bonus_tokens_func(torch.tensor([[5, 6], [7, 8]], dtype=torch.int32),
@@ -496,15 +512,21 @@ def test_install_reaches_both_routes_and_sglang_call_sites():
         # torch.compile traces around the ops, in-place outputs included
         def step(tokens, lens, bonus, table, reqs, seq_lens):
             torch.ops.sgl_kernel.fill_bonus_tokens_cpu(tokens, lens, bonus, 3)
-            rows = torch.ops.sgl_kernel.build_draft_decode_metadata_cpu(table, reqs, seq_lens, 2, 2, 12)
+            rows = torch.ops.sgl_kernel.build_draft_decode_metadata_cpu(
+                table, reqs, seq_lens, 2, 2, 12
+            )
             return rows.sum() + bonus.sum()
 
-        inputs = (torch.arange(6, dtype=torch.int32).view(2, 3), torch.tensor([3, 1], dtype=torch.int32),
-                  torch.zeros(2, dtype=torch.int32), torch.arange(36, dtype=torch.int32).view(3, 12),
-                  torch.tensor([2, 0]), torch.tensor([3, 5]))
-        compiled_bonus = inputs[2].clone()
-        got = torch.compile(step, backend="aot_eager", fullgraph=True)(*inputs[:2], compiled_bonus, *inputs[3:])
-        assert got == step(*inputs) and torch.equal(compiled_bonus, inputs[2])
+        tokens = torch.arange(6, dtype=torch.int32).view(2, 3)
+        lens = torch.tensor([3, 1], dtype=torch.int32)
+        table = torch.arange(36, dtype=torch.int32).view(3, 12)
+        reqs, seq_lens = torch.tensor([2, 0]), torch.tensor([3, 5])
+        eager_bonus = torch.zeros(2, dtype=torch.int32)
+        compiled_bonus = eager_bonus.clone()
+        compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+        got = compiled(tokens, lens, compiled_bonus, table, reqs, seq_lens)
+        assert got == step(tokens, lens, eager_bonus, table, reqs, seq_lens)
+        assert torch.equal(compiled_bonus, eager_bonus) and eager_bonus.tolist() == [2, 3]
         print("ROUTES OK")
         """,
         SGLANG_USE_CPU_ENGINE="1",

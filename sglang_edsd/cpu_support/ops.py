@@ -449,7 +449,7 @@ def verify_tree_greedy_cpu(
     for b in range(len(tokens)):
         path = [ids[b][0]]
         node = 0
-        while len(path) < max_accept - 1:
+        while len(path) < max_accept:
             node = first_child[b][node]
             while node != -1 and tokens[b][node] != target[path[-1]]:
                 node = next_sibling[b][node]

@@ -51,7 +51,9 @@ def assign_draft_cache_locs_contiguous(req_pool_indices, req_to_token, seq_lens,
     return {"out_cache_loc": out}
 
 
-def assign_extend_cache_locs(req_pool_indices, req_to_token, start_offset, end_offset, out_cache_loc):
+def assign_extend_cache_locs(
+    req_pool_indices, req_to_token, start_offset, end_offset, out_cache_loc
+):
     bs = req_pool_indices.numel()
     cache_locs.assign_extend_cache_locs[(bs,)](
         req_pool_indices, req_to_token, start_offset, end_offset, out_cache_loc,
@@ -60,7 +62,9 @@ def assign_extend_cache_locs(req_pool_indices, req_to_token, start_offset, end_o
     return {"out_cache_loc": out_cache_loc}
 
 
-def assign_req_to_token_pool_oracle(req_pool_indices, req_to_token, start_offset, end_offset, out_cache_loc):
+def assign_req_to_token_pool_oracle(
+    req_pool_indices, req_to_token, start_offset, end_offset, out_cache_loc
+):
     bs = req_pool_indices.numel()
     assign_req_to_token_pool[(bs,)](
         req_pool_indices, req_to_token, start_offset, end_offset, out_cache_loc,
@@ -121,7 +125,9 @@ def verify_tree_greedy(predicts, accept_index, accept_token_num, candidates,
         predicts, accept_index, accept_token_num, candidates,
         retrive_index, retrive_next_token, retrive_next_sibling, target_predict,
     )
-    return {"predicts": predicts, "accept_index": accept_index, "accept_token_num": accept_token_num}
+    return {
+        "predicts": predicts, "accept_index": accept_index, "accept_token_num": accept_token_num
+    }
 
 
 def _indptr(lengths):
@@ -188,7 +194,8 @@ def extend_attention(q_extend, k_extend, v_extend, k_buffer, v_buffer, req_to_to
         if tree_mask is not None:
             block = tree_mask[mask_start : mask_start + n * n].view(n, n)
             mask_start += n * n
-            mask_rows.append(torch.cat([torch.ones(n, prefix_len, dtype=torch.bool), block], 1).flatten())
+            prefix = torch.ones(n, prefix_len, dtype=torch.bool)
+            mask_rows.append(torch.cat([prefix, block], 1).flatten())
     kv_indptr, kv_indices = _csr(prefix_rows)
     custom_mask = mask_indptr = None
     if mask_rows:

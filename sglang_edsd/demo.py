@@ -1,0 +1,112 @@
+"""The README's main job: SmolLM2-135M-Instruct on this CPU, with and without EDSD.
+
+Starts a real SGLang server without speculation, sends chat requests through the official
+`openai` client, stops it, then does the same with EDSD, and prints per-prompt output
+tokens/s and EDSD's accept length (from SGLang's `sglext.spec_tokens_details`). The two
+servers run one after the other so they do not share the 2 cores. One warm-up request per
+server is excluded from the timings.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from sglang_edsd.assets import cache_dir, smollm2_path
+from sglang_edsd.launcher import Server, cpu_args, edsd_args, launch
+
+DEMO_PROMPTS = [
+    "What is the capital of France?",
+    "Explain in two sentences why the sky is blue.",
+    "Write a short Python function that reverses a string.",
+    "Give me three tips for a good night's sleep.",
+    "What is 17 times 23? Show your work.",
+    "Summarise the plot of Romeo and Juliet in one paragraph.",
+    "Name the planets of the solar system in order.",
+    "How do I make a cup of green tea?",
+]
+
+
+@dataclass
+class Answer:
+    prompt: str
+    text: str
+    completion_tokens: int
+    seconds: float
+    accept_length: float | None
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.seconds
+
+
+def default_draft() -> Path:
+    """The SmolLM2 EDSD draft the demo serves: random-initialised until a trained one ships."""
+    from sglang_edsd.draft_io import init_draft
+
+    out = cache_dir() / "drafts" / "smollm2-edsd-random"
+    if not (out / "config.json").exists():
+        init_draft(smollm2_path(), out, draft_vocab_size=8192, seed=0)
+    return out
+
+
+def _ask(server: Server, prompt: str, max_tokens: int) -> Answer:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused")
+    t0 = time.perf_counter()
+    resp = client.chat.completions.create(
+        model="default", messages=[{"role": "user", "content": prompt}], temperature=0,
+        max_tokens=max_tokens, extra_body={"return_spec_tokens_details": True},
+    )
+    seconds = time.perf_counter() - t0
+    spec = ((resp.model_extra or {}).get("sglext") or {}).get("spec_tokens_details")
+    accept = spec.get("spec_accept_length") if isinstance(spec, dict) and spec.get("spec_verify_ct") else None
+    return Answer(prompt, resp.choices[0].message.content, resp.usage.completion_tokens, seconds, accept)
+
+
+def _serve_and_ask(name: str, model: Path, args: list[str], prompts: list[str], max_tokens: int,
+                   log_dir: Path) -> tuple[list[Answer], float]:
+    print(f"\n[{name}] starting SGLang: {' '.join(args)}", flush=True)
+    with launch(model, args, log_path=log_dir / f"{name}.log") as server:
+        print(f"[{name}] ready in {server.started_s:.0f}s; warm-up request (not timed)", flush=True)
+        _ask(server, "Hello!", 8)
+        answers = [_ask(server, p, max_tokens) for p in tqdm(prompts, desc=name, unit="req")]
+        return answers, server.started_s
+
+
+def run_demo(num_prompts: int = 4, max_tokens: int = 64, draft: str | None = None) -> dict:
+    """Serve, ask, compare; prints a table and writes demo-results.json next to the logs."""
+    model = smollm2_path()
+    draft_path = Path(draft) if draft else default_draft()
+    prompts = DEMO_PROMPTS[:num_prompts]
+    log_dir = cache_dir() / "demo-logs"
+    base = cpu_args("bfloat16", max_total_tokens=16384)
+    plain, plain_start = _serve_and_ask("no-spec", model, base, prompts, max_tokens, log_dir)
+    edsd, edsd_start = _serve_and_ask("edsd", model, base + edsd_args(draft_path), prompts, max_tokens, log_dir)
+
+    print(f"\n{'prompt':42s} {'tok':>4s} {'no-spec tok/s':>13s} {'EDSD tok/s':>10s} {'accept len':>10s} same")
+    for p, e in zip(plain, edsd):
+        print(f"{p.prompt[:42]:42s} {e.completion_tokens:4d} {p.tokens_per_s:13.2f} {e.tokens_per_s:10.2f} "
+              f"{(e.accept_length or 0):10.2f} {'yes' if p.text == e.text else 'no'}")
+    plain_tps = sum(a.completion_tokens for a in plain) / sum(a.seconds for a in plain)
+    edsd_tps = sum(a.completion_tokens for a in edsd) / sum(a.seconds for a in edsd)
+    accepts = [a.accept_length for a in edsd if a.accept_length is not None]
+    summary = {
+        "draft": str(draft_path), "dtype": "bfloat16", "server_args": base + edsd_args(draft_path),
+        "no_spec_tokens_per_s": plain_tps, "edsd_tokens_per_s": edsd_tps, "speedup": edsd_tps / plain_tps,
+        "mean_accept_length": sum(accepts) / len(accepts) if accepts else None,
+        "same_output": sum(p.text == e.text for p, e in zip(plain, edsd)), "prompts": len(prompts),
+        "server_start_s": {"no-spec": plain_start, "edsd": edsd_start},
+        "answers": {"no-spec": [asdict(a) for a in plain], "edsd": [asdict(a) for a in edsd]},
+    }
+    print(f"\nno-spec {plain_tps:.2f} tok/s | EDSD {edsd_tps:.2f} tok/s ({summary['speedup']:.2f}x) | "
+          f"mean accept length {summary['mean_accept_length']} | identical outputs "
+          f"{summary['same_output']}/{len(prompts)} (bf16: batch effects may flip ties)")
+    (log_dir / "demo-results.json").write_text(json.dumps(summary, indent=2))
+    print(f"details: {log_dir / 'demo-results.json'}; server logs in {log_dir}")
+    return summary
