@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 
 def register() -> None:
-    """Enable CPU support if needed, register EDSD and its draft model, apply patches."""
+    """Enable CPU support if needed, register EDSD and its draft model, register patches."""
     from sglang_edsd import cpu_support
 
     cpu_support.maybe_enable()
@@ -23,3 +23,7 @@ def register() -> None:
 
     register_algorithm()
     register_draft_model()
+
+    from sglang_edsd.patches import apply_all
+
+    apply_all()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sglang_edsd.draft_io import init_draft
 from tests.test_draft_format import _edit_config, _edit_weights
 
 
@@ -74,6 +75,7 @@ def test_missing_draft_path(resolve, smollm2: Path) -> None:
     [
         ("layer", r"layer id 30 is out of range .*L=30"),
         ("not-edsd", "is not an EDSD draft"),
+        ("eagle3-draft", "is not an EDSD draft: it is an EAGLE-3"),
         ("missing-tensor", "missing tensor.*edfuse.down.weight"),
     ],
 )
@@ -84,8 +86,30 @@ def test_bad_draft_rejected_at_startup(resolve, smollm2: Path, smollm2_draft: Pa
     if kind == "layer":
         _edit_config(draft, lambda c: c["eagle_config"].__setitem__("eagle_aux_hidden_state_layer_ids", [2, 30]))
     elif kind == "not-edsd":
-        _edit_config(draft, lambda c: c.__setitem__("architectures", ["LlamaForCausalLMEagle3"]))
+        _edit_config(draft, lambda c: (c.__setitem__("architectures", ["LlamaForCausalLMEagle3"]), c.pop("edsd_config")))
+    elif kind == "eagle3-draft":
+        shutil.rmtree(draft)
+        init_draft(smollm2, draft, draft_vocab_size=8192, input_module="fc")
     else:
         _edit_weights(draft, lambda t: t.pop("edfuse.down.weight"))
     with pytest.raises(ValueError, match=message):
         resolve(_base(smollm2) + ["--speculative-draft-model-path", str(draft)])
+
+
+def test_dp_prefill_coordination_patch(resolve, smollm2: Path, smollm2_draft: Path, monkeypatch) -> None:
+    """SGLang refuses this env flag for any name but EAGLE/EAGLE3/DSPARK; the patch admits EDSD only."""
+    monkeypatch.setenv("SGLANG_ENABLE_DP_SPEC_PREFILL_COORDINATION", "1")
+    v = resolve(_base(smollm2) + ["--speculative-draft-model-path", str(smollm2_draft)])
+    assert v.speculative_algorithm == "EDSD"
+    with pytest.raises(ValueError, match="DP spec/prefill coordination requires"):
+        resolve(["--model-path", str(smollm2), "--device", "cpu", "--speculative-algorithm", "NGRAM"])
+
+
+def test_patch_guard_fails_loudly_on_changed_sglang() -> None:
+    from sglang.srt.arg_groups import speculative_hook
+
+    from sglang_edsd.patches import PatchGuardError, dp_spec_prefill_coordination, guard
+
+    guard(speculative_hook.handle_speculative_decoding, dp_spec_prefill_coordination.ANCHOR, "dp")
+    with pytest.raises(PatchGuardError, match="must be revisited"):
+        guard(speculative_hook._handle_dflash, dp_spec_prefill_coordination.ANCHOR, "dp")

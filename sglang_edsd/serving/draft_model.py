@@ -38,6 +38,7 @@ from sglang.srt.utils import add_prefix
 
 from sglang_edsd.draft_config import EDSDDraftConfig, check_tensor_manifest
 from sglang_edsd.edfuse import EDFuse
+from sglang_edsd.serving.edfuse_streams import EDFuseRunner
 
 # checkpoint shard name -> (fused SGLang parameter, shard id)
 _STACKED = {
@@ -60,6 +61,8 @@ class EDSDModel(nn.Module):
             config.vocab_size, config.hidden_size, prefix=add_prefix("embed_tokens", prefix)
         )
         self.edfuse = EDFuse(draft.feature_size, config.hidden_size, draft.expansion_size, draft.token_layernorm)
+        # Built here, under SGLang's device context and before any CUDA-graph capture.
+        self.edfuse_runner = EDFuseRunner(self.edfuse, self.edfuse.gate.weight.device)
         with layer_stack():
             self.layers = nn.ModuleList([Eagle3DecoderLayer(config, 0, quant_config, prefix)])
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
@@ -76,7 +79,7 @@ class EDSDModel(nn.Module):
         hidden_states = forward_batch.spec_info.hidden_states
         if hidden_states.shape[-1] != embeds.shape[-1]:
             # Draft-extend: captured target features [h_low | h_high] come in.
-            hidden_states = self.edfuse(hidden_states, embeds)
+            hidden_states = self.edfuse_runner(hidden_states, embeds)
         if hidden_states.shape[0] == 0:
             return hidden_states, [hidden_states]
         residual = None

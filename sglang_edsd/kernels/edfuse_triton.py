@@ -1,0 +1,202 @@
+"""Triton kernels for EDFuse's elementwise work; the three GEMMs stay cuBLAS (torch).
+
+EDFuse (sglang_edsd.edfuse) is
+
+    g = SiLU(gate(features))   u = up(LayerNorm(embeds))   out = down(g * u)
+
+Where the kernels sit, and why:
+
+* Token stream: `layernorm` runs before the up GEMM. cuBLAS cannot take a LayerNorm
+  prologue, so the normalised rows must be written once either way; the kernel makes that
+  one read of x and one write of y (fp32 statistics, two-pass variance in registers).
+  This stream only touches d-wide rows, so it is the cheap side.
+* Feature stream: only the gate GEMM. SiLU is deliberately *not* applied here: on its own
+  stream it would have to write SiLU(gate_pre), an E-wide tensor (E up to 40,960), to
+  memory just to read it back at the join.
+* Join: `silu_mul` reads the two E-wide GEMM outputs once and writes the product once
+  (3 E-wide passes instead of eager's 5: silu read+write, mul read 2 + write). It may write
+  the product over `gate_pre` (out=gate_pre), so the join needs no extra E-wide buffer;
+  the down GEMM then reads it. On the two-stream GPU path the token stream records an
+  event after the up GEMM and the feature stream waits on it before `silu_mul`; up_pre
+  then crosses streams, so it needs `record_stream` or a static (CUDA-graph) buffer.
+  Fusing SiLU*mul into the up GEMM's epilogue would save one more pass, but needs a
+  custom GEMM in place of cuBLAS, which this design keeps.
+
+Folding LayerNorm into the embedding table after training (the paper's suggestion:
+LN(embed(v)) depends only on the token, so a table of LN outputs gives the same numbers
+this kernel would write) removes the LayerNorm launch, but it is not the default here:
+SGLang shares the *target's* embedding with the draft, and the draft's decoder layer also
+consumes the raw embedding, so folding needs a second vocab x d table (128k x 4096 bf16 =
+1 GiB for a Llama-3-8B target) to save a d-wide kernel that runs only in draft-extend.
+Folding is left to a checkpoint exporter for drafts that own their embedding.
+
+Kernels load any of fp32/bf16/fp16, compute in fp32 and round once to the output dtype.
+They are inference-only (no autograd). Whether they run interpreted (TRITON_INTERPRET=1,
+CPU tensors) or compiled (CUDA tensors) is fixed when this module is imported.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+from torch import nn
+from triton.runtime.interpreter import InterpretedFunction
+
+from sglang_edsd.edfuse import EDFuse
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# One row lives in registers as a single tile; past this a row would spill.
+MAX_LAYERNORM_COLS = 16384
+_SILU_MUL_BLOCK = 2048
+# Elements per LayerNorm program: small rows (d=576) are packed several to a program.
+_LAYERNORM_TILE = 2048
+
+
+@triton.jit
+def _layernorm_kernel(
+    x_ptr, w_ptr, b_ptr, out_ptr, n_rows, n_cols, eps,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    mask = (rows < n_rows)[:, None] & col_mask[None, :]
+    offs = rows[:, None] * n_cols + cols[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    mean = tl.sum(x, axis=1) / n_cols
+    xc = tl.where(mask, x - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / n_cols + eps)
+    w = tl.load(w_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    y = xc * rstd[:, None] * w[None, :] + b[None, :]
+    tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _silu_mul_kernel(gate_ptr, up_ptr, out_ptr, n_elements, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n_elements
+    g = tl.load(gate_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(up_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    y = g / (1.0 + tl.exp(-g)) * u
+    tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+INTERPRETED = isinstance(_layernorm_kernel, InterpretedFunction)
+# The interpreter runs on host memory; compiled kernels need device memory.
+KERNEL_DEVICE_TYPE = "cpu" if INTERPRETED else "cuda"
+
+
+def _check(name: str, t: object, shape: tuple[int, ...] | None = None,
+           dtype: torch.dtype | None = None, device: torch.device | None = None) -> torch.Tensor:
+    """Metadata-only checks (no host sync), so they are safe under CUDA-graph capture."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} has dtype {t.dtype}; supported: float32, bfloat16, float16")
+    if dtype is not None and t.dtype != dtype:
+        raise TypeError(f"{name} has dtype {t.dtype}, expected {dtype}")
+    if shape is not None and tuple(t.shape) != shape:
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {shape}")
+    if device is None and t.device.type != KERNEL_DEVICE_TYPE:
+        mode = "TRITON_INTERPRET=1 (CPU)" if INTERPRETED else "compiled Triton (CUDA)"
+        raise ValueError(f"{name} is on {t.device}; kernels run in {mode} mode and need "
+                         f"{KERNEL_DEVICE_TYPE} tensors")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} is on {t.device}, expected {device}")
+    if not t.is_contiguous():
+        raise ValueError(f"{name} must be contiguous (call .contiguous() first)")
+    if t.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError(f"{name} requires grad; these kernels are inference-only "
+                           "(run under torch.no_grad() or torch.inference_mode())")
+    return t
+
+
+def _check_out(out: torch.Tensor, inputs: dict[str, torch.Tensor]) -> None:
+    """`out` may be exactly an input (each element is read before it is written by the
+    same program) but must not partially overlap one."""
+    lo, hi = out.data_ptr(), out.data_ptr() + out.numel() * out.element_size()
+    for name, t in inputs.items():
+        t_lo, t_hi = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+        if (t_lo, t_hi) != (lo, hi) and t_lo < hi and lo < t_hi:
+            raise ValueError(f"out partially overlaps {name}; use a separate buffer or {name} itself")
+
+
+def layernorm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5,
+              *, out: torch.Tensor | None = None) -> torch.Tensor:
+    """LayerNorm over the last dim of a contiguous (..., d) tensor, output in x's dtype.
+
+    Weight and bias may be any supported dtype (e.g. fp32 params with bf16 activations).
+    With `out` given nothing is allocated and nothing syncs (CUDA-graph safe).
+    """
+    _check("x", x)
+    if x.dim() == 0:
+        raise ValueError("x must have at least one dim (the normalised one)")
+    n_cols = x.shape[-1]
+    if not 0 < n_cols <= MAX_LAYERNORM_COLS:
+        raise ValueError(f"layernorm supports 1..{MAX_LAYERNORM_COLS} columns, got {n_cols}")
+    _check("weight", weight, shape=(n_cols,), device=x.device)
+    _check("bias", bias, shape=(n_cols,), device=x.device)
+    if out is None:
+        out = torch.empty_like(x)
+    else:
+        _check("out", out, shape=tuple(x.shape), dtype=x.dtype, device=x.device)
+        _check_out(out, {"x": x})
+    n_rows = x.numel() // n_cols
+    if n_rows == 0:
+        return out
+    block_n = triton.next_power_of_2(n_cols)
+    block_m = min(max(1, _LAYERNORM_TILE // block_n), triton.next_power_of_2(n_rows))
+    num_warps = min(16, max(1, block_m * block_n // 512))
+    _layernorm_kernel[(triton.cdiv(n_rows, block_m),)](
+        x, weight, bias, out, n_rows, n_cols, float(eps),
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+    )
+    return out
+
+
+def silu_mul(gate_pre: torch.Tensor, up_pre: torch.Tensor, *,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+    """SiLU(gate_pre) * up_pre in one pass, output in the inputs' dtype.
+
+    `out` may be `gate_pre` or `up_pre` itself (in-place join). With `out` given nothing is
+    allocated and nothing syncs (CUDA-graph safe).
+    """
+    _check("gate_pre", gate_pre)
+    _check("up_pre", up_pre, shape=tuple(gate_pre.shape), dtype=gate_pre.dtype, device=gate_pre.device)
+    if out is None:
+        out = torch.empty_like(gate_pre)
+    else:
+        _check("out", out, shape=tuple(gate_pre.shape), dtype=gate_pre.dtype, device=gate_pre.device)
+        _check_out(out, {"gate_pre": gate_pre, "up_pre": up_pre})
+    n = gate_pre.numel()
+    if n == 0:
+        return out
+    _silu_mul_kernel[(triton.cdiv(n, _SILU_MUL_BLOCK),)](
+        gate_pre, up_pre, out, n, BLOCK=_SILU_MUL_BLOCK, num_warps=8,
+    )
+    return out
+
+
+def fused_edfuse_forward(module: EDFuse, features: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+    """EDFuse.forward with the LayerNorm and SiLU*mul kernels around torch GEMMs.
+
+    Runs on one stream; the two-stream split belongs to the serving path (module docstring).
+    """
+    if features.shape[:-1] != embeds.shape[:-1]:
+        raise ValueError(f"features {tuple(features.shape)} and embeds {tuple(embeds.shape)} "
+                         "must share leading (token) dims")
+    if features.shape[-1] != module.gate.in_features:
+        raise ValueError(f"features width {features.shape[-1]} != gate input {module.gate.in_features}")
+    if embeds.shape[-1] != module.up.in_features:
+        raise ValueError(f"embeds width {embeds.shape[-1]} != up input {module.up.in_features}")
+    gate_pre = F.linear(features, module.gate.weight)
+    if isinstance(module.norm, nn.LayerNorm):
+        norm = module.norm
+        embeds = layernorm(embeds.contiguous(), norm.weight, norm.bias, norm.eps)
+    elif not isinstance(module.norm, nn.Identity):
+        raise TypeError(f"EDFuse.norm must be LayerNorm or Identity, got {type(module.norm).__name__}")
+    up_pre = F.linear(embeds, module.up.weight)
+    return F.linear(silu_mul(gate_pre, up_pre, out=gate_pre), module.down.weight)
