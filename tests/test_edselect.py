@@ -172,7 +172,7 @@ def test_select_excludes_last_layer():
     assert choice.layer_ids == (1, 2) and 4 not in choice.layer_ids
     with pytest.raises(EDSelectError, match="at least 3 decoder layers"):
         select_layers({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0}, num_hidden_layers=2)
-    with pytest.raises(EDSelectError, match="finite"):
+    with pytest.raises(EDSelectError, match="finite Curvature"):
         select_layers({0: math.nan, 1: math.nan}, {0: 1.0, 1: 2.0}, num_hidden_layers=3)
 
 
@@ -328,6 +328,10 @@ def test_bad_inputs_give_clear_errors(tiny_target, tmp_path, capsys):
     _expect_error(base + ["--data", str(good), "--write-draft-config", str(tmp_path / "nodraft")], capsys,
                   "draft config not found")
     _expect_error(base + ["--data", str(good), "--num-samples", "0"], capsys, "num_samples must be >= 1")
+    from sglang_edsd.draft_io import init_draft
+
+    eagle3 = init_draft(path, tmp_path / "eagle3", input_module="fc")  # 3 layers: not an EDSelect pair
+    _expect_error(base + ["--data", str(good), "--write-draft-config", str(eagle3)], capsys, "reads 3 layers")
 
     from sglang_edsd.edselect.collect import run_edselect
     from sglang_edsd.edselect.data import record_to_text

@@ -96,6 +96,9 @@ def test_generate_reports_spec_stats(servers) -> None:
 
 def test_eagle3_baseline_serves_lossless(servers, reference) -> None:
     """The same server flags run SGLang's own EAGLE3 with an EAGLE-3 draft (the baseline)."""
-    assert _chat(servers["smollm2-eagle3"], PROMPTS[0]) == reference[PROMPTS[0]]
-    out = generate(servers["smollm2-eagle3"], {"text": PROMPTS[0], "sampling_params": {"temperature": 0, "max_new_tokens": 8}})
-    assert out["meta_info"]["spec_verify_ct"] >= 1
+    resp = _client(servers["smollm2-eagle3"]).chat.completions.create(
+        model="default", messages=[{"role": "user", "content": PROMPTS[2]}], temperature=0,
+        max_tokens=MAX_TOKENS, extra_body={"return_spec_tokens_details": True})
+    assert resp.choices[0].message.content == reference[PROMPTS[2]]
+    spec = resp.model_extra["sglext"]["spec_tokens_details"]
+    assert spec["spec_verify_ct"] >= 1 and 1.0 <= spec["spec_accept_length"] <= 5.0

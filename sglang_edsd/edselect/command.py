@@ -111,23 +111,31 @@ def run_edselect_from_paths(
     return result
 
 
+def _load_draft_for(draft_dir: Path, target: str | Path, num_layers: int) -> Any:
+    """The draft's EDSDDraftConfig, checked against the target and the number of layers to write."""
+    from sglang_edsd.draft_config import EDSDDraftConfig, TargetInfo
+
+    config = EDSDDraftConfig.from_path(draft_dir)
+    config.check_target(TargetInfo.from_path(target))
+    if len(config.layer_ids) != num_layers:
+        raise EDSelectError(
+            f"draft {draft_dir} reads {len(config.layer_ids)} layers (input_module={config.input_module!r}); "
+            f"EDSelect picks {num_layers}. Use an EDSD (edfuse) draft."
+        )
+    return config
+
+
 def write_layers_to_draft(draft_dir: str | Path, target: str | Path, layer_ids: tuple[int, int]) -> tuple[int, ...]:
     """Set the draft's eagle_aux_hidden_state_layer_ids; returns the previous ids.
 
     The draft must be an EDSD (two-layer) draft built for this target; the new config is
     validated through EDSDDraftConfig before config.json is replaced (other fields kept).
     """
-    from sglang_edsd.draft_config import EDSDDraftConfig, TargetInfo
+    from sglang_edsd.draft_config import EDSDDraftConfig
 
     draft_dir = Path(draft_dir)
-    config = EDSDDraftConfig.from_path(draft_dir)
-    config.check_target(TargetInfo.from_path(target))
-    if len(config.layer_ids) != len(layer_ids):
-        raise EDSelectError(
-            f"draft {draft_dir} reads {len(config.layer_ids)} layers (input_module={config.input_module!r}); "
-            f"EDSelect picks {len(layer_ids)}. Use an EDSD (edfuse) draft."
-        )
-    replace(config, layer_ids=tuple(layer_ids)).validate()
+    config = _load_draft_for(draft_dir, target, len(layer_ids))
+    replace(config, layer_ids=tuple(int(i) for i in layer_ids)).validate()
     path = draft_dir / "config.json"
     raw = json.loads(path.read_text())
     raw.setdefault("eagle_config", {})["eagle_aux_hidden_state_layer_ids"] = [int(i) for i in layer_ids]
@@ -144,9 +152,7 @@ def select_main(args: argparse.Namespace) -> int:
 
     try:
         if args.write_draft_config:  # check the draft before spending time on the target
-            from sglang_edsd.draft_config import EDSDDraftConfig
-
-            EDSDDraftConfig.from_path(args.write_draft_config)
+            _load_draft_for(Path(args.write_draft_config), args.target, 2)
         result = run_edselect_from_paths(
             args.target, args.data, args.out, args.num_samples, max_len=args.max_len, num_views=args.num_views,
             seed=args.seed, device=args.device, dtype=args.dtype, aug_prob=args.aug_prob,

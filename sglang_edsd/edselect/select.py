@@ -46,7 +46,7 @@ def eligible_layer_ids(num_hidden_layers: int) -> list[int]:
     return list(range(max(0, num_hidden_layers - 1)))
 
 
-def _argmax(scores: Mapping[int, float], exclude: int | None = None) -> int:
+def _argmax(scores: Mapping[int, float], metric: str, exclude: int | None = None) -> int:
     """Highest score, lowest id on ties; NaN scores never win."""
     best_id, best = None, -math.inf
     for layer in sorted(scores):
@@ -56,7 +56,7 @@ def _argmax(scores: Mapping[int, float], exclude: int | None = None) -> int:
         if best_id is None or value > best:
             best_id, best = layer, value
     if best_id is None:
-        raise EDSelectError("no eligible layer has a finite score")
+        raise EDSelectError(f"no eligible layer has a finite {metric} score")
     return best_id
 
 
@@ -74,9 +74,9 @@ def select_layers(
     lid = {i: float(v) for i, v in lidar.items() if i in eligible}
     if len(lid) < 2:
         raise EDSelectError(f"need LiDAR scores for at least 2 eligible layers (0..{num_hidden_layers - 2})")
-    c_layer = _argmax(curv)
-    l_layer = _argmax(lid)
+    c_layer = _argmax(curv, "Curvature")
+    l_layer = _argmax(lid, "LiDAR")
     tie = c_layer == l_layer
-    second = _argmax(lid, exclude=c_layer) if tie else l_layer
+    second = _argmax(lid, "LiDAR", exclude=c_layer) if tie else l_layer
     pair = tuple(sorted((c_layer, second)))
     return LayerChoice(layer_ids=pair, curvature_layer=c_layer, lidar_layer=l_layer, tie_broken=tie)
