@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", help="target model folder")
     s.set_defaults(func=_cmd_validate_draft)
 
+    from sglang_edsd.edselect.command import add_select_arguments, select_main
+
+    s = sub.add_parser("select", help="EDSelect: pick two target layers by Curvature and LiDAR on a calibration set")
+    add_select_arguments(s)
+    s.set_defaults(func=select_main)
+
     s = sub.add_parser("demo", help="serve SmolLM2 with and without EDSD on CPU and compare")
     s.add_argument("--num-prompts", type=int, default=4)
     s.add_argument("--max-tokens", type=int, default=64)

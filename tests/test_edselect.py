@@ -330,7 +330,7 @@ def test_bad_inputs_give_clear_errors(tiny_target, tmp_path, capsys):
     _expect_error(base + ["--data", str(good), "--num-samples", "0"], capsys, "num_samples must be >= 1")
     from sglang_edsd.draft_io import init_draft
 
-    eagle3 = init_draft(path, tmp_path / "eagle3", input_module="fc")  # 3 layers: not an EDSelect pair
+    eagle3 = init_draft(path, tmp_path / "eagle3", layer_ids=(0, 1, 2), input_module="fc")  # 3 layers: not an EDSelect pair
     _expect_error(base + ["--data", str(good), "--write-draft-config", str(eagle3)], capsys, "reads 3 layers")
 
     from sglang_edsd.edselect.collect import run_edselect

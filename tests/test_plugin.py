@@ -113,3 +113,21 @@ def test_patch_guard_fails_loudly_on_changed_sglang() -> None:
     guard(speculative_hook.handle_speculative_decoding, dp_spec_prefill_coordination.ANCHOR, "dp")
     with pytest.raises(PatchGuardError, match="must be revisited"):
         guard(speculative_hook._handle_dflash, dp_spec_prefill_coordination.ANCHOR, "dp")
+
+
+def test_sglang_loader_is_strict(smollm2_draft: Path) -> None:
+    """The model's own load_weights refuses bad tensors (SGLang's EAGLE-3 loader drops them)."""
+    from safetensors.torch import load_file
+    from torch import nn
+    from transformers import LlamaConfig
+
+    from sglang_edsd.draft_config import DraftConfigError
+    from sglang_edsd.serving.draft_model import LlamaForCausalLMEDSD
+
+    model = LlamaForCausalLMEDSD.__new__(LlamaForCausalLMEDSD)
+    nn.Module.__init__(model)
+    model.config = LlamaConfig(**json.loads((smollm2_draft / "config.json").read_text()))
+    tensors = load_file(str(smollm2_draft / "model.safetensors"))
+    tensors["model.extra.weight"] = tensors.pop("edfuse.gate.weight")
+    with pytest.raises(DraftConfigError, match="missing tensor.*edfuse.gate.weight.*unexpected tensor.*extra.weight"):
+        model.load_weights(iter(tensors.items()))

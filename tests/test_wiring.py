@@ -78,7 +78,7 @@ def test_corrupted_layer_features_drop_accept_length(wiring_servers) -> None:
     assert tau_bad < 1.5 and tau_ok - tau_bad > 2, (tau_ok, tau_bad)
 
 
-def test_max_tokens_and_stop_inside_an_accepted_chain(wiring_servers) -> None:
+def test_max_tokens_and_stop_inside_an_accepted_chain(wiring_servers, smollm2: Path) -> None:
     """With chains of 5 always accepted, limits at 7 tokens land mid-chain and must be honoured."""
     server = wiring_servers["tiny-perfect"]
     prompt = _prompts()[0]
@@ -86,3 +86,12 @@ def test_max_tokens_and_stop_inside_an_accepted_chain(wiring_servers) -> None:
     assert greedy_ids(server, prompt, 7)["ids"] == want
     stopped = greedy_ids(server, prompt, 40, stop_token_ids=[want[6]])
     assert stopped["ids"][:7] == want and len(stopped["ids"]) == 7
+    # A stop string: the text of the 7th token; the output text ends right before it.
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2)  # the tiny target carries SmolLM2's tokenizer
+    stop = tok.decode([want[6]])
+    full = tok.decode(_expected(prompt, 40))
+    by_text = greedy_ids(server, prompt, 40, stop=[stop])
+    assert by_text["text"] == full.split(stop)[0]
+    assert len(by_text["ids"]) < 12
