@@ -19,6 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the launching process dies (Linux), so a
+    killed test run or demo does not leave servers behind."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def free_port() -> int:
     """A currently free TCP port on 127.0.0.1."""
     with socket.socket() as s:
@@ -54,7 +63,8 @@ class Server:
     port: int
     args: list[str]
     log_path: Path
-    started_s: float = field(default=0.0)
+    spawned_at: float = field(default_factory=time.perf_counter)
+    started_s: float = 0.0  # seconds from spawn to healthy, set by wait_ready
 
     @property
     def base_url(self) -> str:
@@ -87,6 +97,50 @@ class ServerStartError(RuntimeError):
     """The server exited or never became healthy; carries the end of its log."""
 
 
+def start(
+    model_path: str | Path,
+    extra_args: list[str],
+    log_path: str | Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """Spawn `sglang.launch_server` without waiting for it.
+
+    Call from the thread that will outlive the server: on Linux the server is tied to its
+    parent *thread* (PR_SET_PDEATHSIG), so spawn in the main thread and wait elsewhere.
+    """
+    port = free_port()
+    args = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model_path),
+            "--host", "127.0.0.1", "--port", str(port), *extra_args]
+    if log_path is None:
+        log_path = Path(tempfile.mkdtemp(prefix="sglang-edsd-")) / "server.log"
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **(env or {})},
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    return Server(proc=proc, port=port, args=args, log_path=log_path)
+
+
+def wait_ready(server: Server, timeout: float = 900.0) -> Server:
+    """Block until `/health_generate` answers; `started_s` becomes the start-up time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise ServerStartError(
+                f"server exited with code {server.proc.returncode}; log {server.log_path}:\n{server.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"{server.base_url}/health_generate", timeout=60) as r:
+                if r.status == 200:
+                    server.started_s = time.perf_counter() - server.spawned_at
+                    return server
+        except OSError:
+            pass
+        time.sleep(1.0)
+    server.stop()
+    raise ServerStartError(f"server not healthy after {timeout:.0f}s; log {server.log_path}:\n{server.log_tail()}")
+
+
 def launch(
     model_path: str | Path,
     extra_args: list[str],
@@ -95,29 +149,4 @@ def launch(
     timeout: float = 900.0,
 ) -> Server:
     """Start `sglang.launch_server` and block until `/health_generate` answers."""
-    port = free_port()
-    args = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model_path),
-            "--host", "127.0.0.1", "--port", str(port), *extra_args]
-    if log_path is None:
-        log_path = Path(tempfile.mkdtemp(prefix="sglang-edsd-")) / "server.log"
-    log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **(env or {})})
-    server = Server(proc=proc, port=port, args=args, log_path=log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServerStartError(f"server exited with code {proc.returncode}; log {log_path}:\n{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"{server.base_url}/health_generate", timeout=60) as r:
-                if r.status == 200:
-                    server.started_s = time.perf_counter() - t0
-                    return server
-        except OSError:
-            pass
-        time.sleep(1.0)
-    server.stop()
-    raise ServerStartError(f"server not healthy after {timeout:.0f}s; log {log_path}:\n{server.log_tail()}")
+    return wait_ready(start(model_path, extra_args, log_path, env), timeout)

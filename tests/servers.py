@@ -7,15 +7,20 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sglang_edsd.launcher import Server, launch
+from sglang_edsd.launcher import Server, start, wait_ready
 
 LOG_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "test-logs"
 
 
 def start_all(specs: dict[str, tuple[Path, list[str]]]) -> dict[str, Server]:
-    """Start several servers at once (start-up is mostly waiting); stop all if one fails."""
+    """Start several servers at once (start-up is mostly waiting); stop all if one fails.
+
+    Spawned here, in the calling thread (servers die with the thread that spawned them),
+    and only waited for in the pool.
+    """
+    spawned = {name: start(model, args, LOG_DIR / f"{name}.log") for name, (model, args) in specs.items()}
     with ThreadPoolExecutor(len(specs)) as pool:
-        futures = {name: pool.submit(launch, model, args, LOG_DIR / f"{name}.log") for name, (model, args) in specs.items()}
+        futures = {name: pool.submit(wait_ready, server) for name, server in spawned.items()}
     servers, errors = {}, []
     for name, fut in futures.items():
         try:
