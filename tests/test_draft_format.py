@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sglang_edsd.draft_config import DraftConfigError, EDSDDraftConfig, TargetInfo, validate_draft_folder
-from sglang_edsd.draft_io import init_draft, parse_expansion
+from sglang_edsd.draft_io import parse_expansion
 
 
 def _edit_config(draft: Path, edit) -> None:
