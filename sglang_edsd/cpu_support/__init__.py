@@ -55,15 +55,17 @@ def maybe_enable() -> bool:
         return False
     os.environ["SGLANG_USE_CPU_ENGINE"] = "1"
     _reach_child_processes()
-    from sglang_edsd.cpu_support.install import install_cpu_ops
+    from sglang_edsd.cpu_support.install import OP_NAMES, install_cpu_ops
 
-    installed = install_cpu_ops()
+    install_cpu_ops()
     from sglang.srt.runtime_context import override_platform
     from sglang.srt.utils.common import cpu_has_amx_support
 
     if not cpu_has_amx_support():
         # Our ops implement what intel_amx needs; without this SGLang downgrades it.
         override_platform(has_amx=True).install()
-    logger.info("sglang-edsd CPU support on (%d sgl_kernel ops installed here)", len(installed))
+    # In spawned children `child_path/sgl_kernel` may already have installed the ops, so
+    # report what is reachable rather than what this call registered.
+    logger.info("sglang-edsd CPU support on: %d torch-native sgl_kernel CPU ops", len(OP_NAMES))
     _enabled = True
     return True
