@@ -18,26 +18,29 @@ and a missing, unexpected or mis-shaped tensor stops start-up with its name.
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import torch
-from torch import nn
-from transformers import LlamaConfig
-
 from sglang.srt.layers.layer_boundary import layer_stack
 from sglang.srt.layers.layernorm import RMSNorm
 from sglang.srt.layers.logits_processor import LogitsProcessor
 from sglang.srt.layers.quantization.base_config import QuantizationConfig
-from sglang.srt.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
+from sglang.srt.layers.vocab_parallel_embedding import (
+    ParallelLMHead,
+    VocabParallelEmbedding,
+)
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch, PPProxyTensors
 from sglang.srt.model_loader.weight_utils import default_weight_loader
 from sglang.srt.models.llama_eagle3 import LlamaDecoderLayer as Eagle3DecoderLayer
 from sglang.srt.models.llama_eagle3 import LlamaForCausalLMEagle3
 from sglang.srt.runtime_context import get_parallel, get_spec
 from sglang.srt.utils import add_prefix
+from torch import nn
+from transformers import LlamaConfig
 
 from sglang_edsd.draft_config import EDSDDraftConfig, check_tensor_manifest
 from sglang_edsd.edfuse import EDFuse
+from sglang_edsd.serving.draft_recorder import DraftRecorder
 from sglang_edsd.serving.edfuse_streams import EDFuseRunner
 
 # checkpoint shard name -> (fused SGLang parameter, shard id)
@@ -53,7 +56,7 @@ _STACKED = {
 class EDSDModel(nn.Module):
     """Embedding, EDFuse and one EAGLE-3 decoder layer; returns (hidden, [aux hidden])."""
 
-    def __init__(self, config: LlamaConfig, quant_config: Optional[QuantizationConfig] = None, prefix: str = "") -> None:
+    def __init__(self, config: LlamaConfig, quant_config: QuantizationConfig | None = None, prefix: str = "") -> None:
         super().__init__()
         self.config = config
         draft = EDSDDraftConfig.from_hf_dict(config.to_dict(), source="EDSD draft config")
@@ -72,8 +75,8 @@ class EDSDModel(nn.Module):
         input_ids: torch.Tensor,
         positions: torch.Tensor,
         forward_batch: ForwardBatch,
-        input_embeds: Optional[torch.Tensor] = None,
-        pp_proxy_tensors: Optional[PPProxyTensors] = None,
+        input_embeds: torch.Tensor | None = None,
+        pp_proxy_tensors: PPProxyTensors | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         embeds = self.embed_tokens(input_ids) if input_embeds is None else input_embeds
         hidden_states = forward_batch.spec_info.hidden_states
@@ -92,12 +95,12 @@ class EDSDModel(nn.Module):
 class LlamaForCausalLMEDSD(LlamaForCausalLMEagle3):
     """SGLang entry class for EDSD drafts (architecture name in the draft config.json)."""
 
-    def __init__(self, config: LlamaConfig, quant_config: Optional[QuantizationConfig] = None, prefix: str = "") -> None:
+    def __init__(self, config: LlamaConfig, quant_config: QuantizationConfig | None = None, prefix: str = "") -> None:
         nn.Module.__init__(self)
         self.config = config
         self.quant_config = quant_config
         self.pp_group = get_parallel().pp_group
-        self._draft_window_size: Optional[int] = get_spec().speculative_draft_window_size
+        self._draft_window_size: int | None = get_spec().speculative_draft_window_size
         self.model = EDSDModel(config, quant_config, prefix=add_prefix("model", prefix))
         if self._draft_window_size is not None:
             for layer in self.model.layers:
@@ -112,6 +115,22 @@ class LlamaForCausalLMEDSD(LlamaForCausalLMEagle3):
         self.logits_processor = LogitsProcessor(logits_config)
         self.capture_aux_hidden_states = True
         self.hot_token_id = None
+        self.recorder = DraftRecorder.from_env()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        forward_batch: ForwardBatch,
+        input_embeds: torch.Tensor | None = None,
+        get_embedding: bool = False,
+        pp_proxy_tensors: PPProxyTensors | None = None,
+    ):
+        hidden_in = forward_batch.spec_info.hidden_states
+        out = super().forward(input_ids, positions, forward_batch, input_embeds, get_embedding, pp_proxy_tensors)
+        if self.recorder is not None:
+            self.recorder.record(forward_batch.forward_mode.name, input_ids, positions, hidden_in, out)
+        return out
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         tensors = {name.removeprefix("model."): w for name, w in weights}

@@ -1,0 +1,105 @@
+"""`sglang-edsd train` and `sglang-edsd export`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sglang_edsd.edtrain.recipes import RECIPES, TrainConfig, TrainConfigError, recipe
+
+
+def _layers_from(path: str) -> tuple[int, ...]:
+    """Layer ids from an EDSelect result JSON or a draft folder / its config.json."""
+    p = Path(path)
+    p = p / "config.json" if p.is_dir() else p
+    if not p.exists():
+        raise TrainConfigError(f"--layers-from: {p} not found")
+    raw = json.loads(p.read_text())
+    ids = raw.get("selected_layer_ids") or (raw.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids")
+    if not ids:
+        raise TrainConfigError(f"--layers-from: {p} has neither 'selected_layer_ids' (EDSelect) nor "
+                               "eagle_config.eagle_aux_hidden_state_layer_ids (draft config)")
+    return tuple(int(i) for i in ids)
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    p.add_argument("--capture", required=True, help="capture folder written by `sglang-edsd capture`")
+    p.add_argument("--out", required=True, help="run folder: checkpoint.pt, history.jsonl, curves.png, draft/")
+    p.add_argument("--recipe", choices=RECIPES, default="edsd",
+                   help="edsd: EDFuse + Mask-p + Step-n; eagle3: fc over SGLang's 3 default layers, fixed n=S_max")
+    p.add_argument("--target", help="target folder (default: the one recorded in the capture)")
+    p.add_argument("--layer-ids", type=int, nargs="+", metavar="ID", help="SGLang layer ids the draft reads")
+    p.add_argument("--layers-from", metavar="PATH", help="take layer ids from an EDSelect JSON or a draft folder")
+    p.add_argument("--expansion", default=d.expansion, help="EDFuse width: m (target FFN size), d, 5d or an integer")
+    p.add_argument("--no-token-layernorm", action="store_true", help="ablation: EDFuse without the token LayerNorm")
+    p.add_argument("--no-mask-p", action="store_true", help="ablation: no entropy masking (p_t = 0)")
+    p.add_argument("--no-step-n", action="store_true", help="ablation: fixed TTT horizon n = S_max")
+    p.add_argument("--draft-vocab-size", type=int, default=d.draft_vocab_size)
+    p.add_argument("--draft-vocab", metavar="FILE", help="precomputed vocabulary from `sglang-edsd vocab`")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="T in Eq. 5 and 6")
+    p.add_argument("--s-max", type=int, default=d.s_max, help="S_max: final training-time-test horizon")
+    p.add_argument("--gamma", type=float, default=d.gamma, help="Mask-p slope in percent per epoch")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--max-length", type=int, default=d.max_length)
+    p.add_argument("--step-weight", type=float, default=d.step_weight, help="loss weight decay per TTT step")
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip)
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="optimizer steps between mid-epoch checkpoints (0: epoch ends only)")
+    p.add_argument("--stop-after-steps", type=int, help="stop (resumably) after this many optimizer steps")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--no-export", action="store_true", help="do not write <out>/draft at the end")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    layer_ids = tuple(args.layer_ids) if args.layer_ids else (_layers_from(args.layers_from) if args.layers_from else ())
+    return recipe(
+        args.recipe, layer_ids=layer_ids, expansion=args.expansion,
+        token_layernorm=False if args.no_token_layernorm else None,
+        mask_p=False if args.no_mask_p else None, step_n=False if args.no_step_n else None,
+        draft_vocab_size=args.draft_vocab_size, epochs=args.epochs, s_max=args.s_max, gamma=args.gamma, lr=args.lr,
+        weight_decay=args.weight_decay, max_length=args.max_length, step_weight=args.step_weight,
+        grad_clip=args.grad_clip, grad_accum=args.grad_accum, seed=args.seed, checkpoint_every=args.checkpoint_every,
+    )
+
+
+def train_main(args: argparse.Namespace) -> None:
+    from sglang_edsd.capture import CaptureError
+    from sglang_edsd.draft_config import DraftConfigError
+    from sglang_edsd.edtrain.trainer import train
+
+    try:
+        summary = train(config_from_args(args), args.capture, args.out, target_path=args.target,
+                        draft_vocab=args.draft_vocab, device=args.device, progress=not args.no_progress,
+                        stop_after_steps=args.stop_after_steps, export=not args.no_export)
+    except (TrainConfigError, CaptureError, DraftConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if summary["stopped"]:
+        print(f"stopped at epoch {summary['epoch'] + 1}, sample {summary['position']}; run the same command to resume")
+    elif "draft" in summary:
+        print(f"trained in {summary['train_seconds']} s; draft: {summary['draft']}")
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run folder of `sglang-edsd train`")
+    p.add_argument("--out", required=True, help="draft folder to write")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--target", help="target folder to validate against")
+
+
+def export_main(args: argparse.Namespace) -> None:
+    from sglang_edsd.draft_config import DraftConfigError
+    from sglang_edsd.edtrain.export import ExportError, export_draft
+
+    try:
+        print(export_draft(args.run, args.out, dtype=args.dtype, target_path=args.target))
+    except (ExportError, DraftConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,140 @@
+"""EDTrain runs on a tiny capture: exact resume after a crash, DDP on 2 gloo processes,
+recipes, export, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from sglang_edsd.capture import capture
+from sglang_edsd.draft_config import EDSDDraftConfig, validate_draft_folder
+from sglang_edsd.edtrain import TrainConfigError, recipe
+from sglang_edsd.edtrain import trainer as trainer_mod
+from sglang_edsd.edtrain.checkpoint import load_checkpoint
+from sglang_edsd.edtrain.trainer import epoch_order, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_capture(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    work = tmp_path_factory.mktemp("edtrain")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=8, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=300, max_position_embeddings=512, tie_word_embeddings=False,
+                      initializer_range=0.1)
+    LlamaForCausalLM(cfg).save_pretrained(work / "target")
+    gen = torch.Generator().manual_seed(1)
+    with (work / "tokens.jsonl").open("w") as f:
+        for i in range(10):
+            n = int(torch.randint(24, 48, (1,), generator=gen))
+            ids = torch.randint(0, 300, (n,), generator=gen).tolist()
+            mask = [0] * 6 + [1] * (n - 6)
+            f.write(json.dumps({"id": f"s{i}", "input_ids": ids, "loss_mask": mask}) + "\n")
+    # EDSD's two layers and SGLang's EAGLE-3 defaults [1, 3, 4]: one capture serves both recipes.
+    capture(work / "target", work / "tokens.jsonl", work / "capture", [1, 3, 4], dtype="float32", progress=False)
+    return {"work": work, "target": work / "target", "capture": work / "capture"}
+
+
+def _cfg(**kw):
+    base = {"layer_ids": (1, 3), "epochs": 3, "s_max": 3, "lr": 2e-3, "draft_vocab_size": 64, "checkpoint_every": 2}
+    return recipe(kw.pop("recipe", "edsd"), **{**base, **kw})
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run)["model"]
+
+
+def test_epoch_order_covers_every_sample_on_every_rank_count() -> None:
+    for world in (1, 2, 3):
+        ranks = epoch_order(10, world, seed=0, epoch=1)
+        assert len({len(r) for r in ranks}) == 1
+        assert {i for r in ranks for i in r} == set(range(10))
+    assert epoch_order(10, 1, 0, 0) != epoch_order(10, 1, 0, 1)
+
+
+def test_resume_after_a_crash_mid_epoch_gives_identical_weights(tiny_capture, tmp_path, monkeypatch) -> None:
+    full = train(_cfg(), tiny_capture["capture"], tmp_path / "full", progress=False, export=False)
+    assert not full["stopped"]
+
+    real_getitem = trainer_mod.CaptureReader.__getitem__
+    calls = {"n": 0}
+
+    def crash_after_25(self, i):
+        calls["n"] += 1
+        # 10 reads count the draft vocabulary, 10 are epoch 1; read 26 is epoch 2's sample 6:
+        # after the checkpoint at sample 4 (checkpoint_every=2), before the next one.
+        if calls["n"] > 25:
+            raise KeyboardInterrupt
+        return real_getitem(self, i)
+
+    monkeypatch.setattr(trainer_mod.CaptureReader, "__getitem__", crash_after_25)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(), tiny_capture["capture"], tmp_path / "crashed", progress=False, export=False)
+    state = load_checkpoint(tmp_path / "crashed")
+    assert (state["epoch"], state["position"]) == (1, 4)
+    monkeypatch.setattr(trainer_mod.CaptureReader, "__getitem__", real_getitem)
+    resumed = train(_cfg(), tiny_capture["capture"], tmp_path / "crashed", progress=False, export=False)
+    assert not resumed["stopped"]
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "crashed")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ha = [(h["loss"], h["acc_per_step"]) for h in full["history"]]
+    hb = [(h["loss"], h["acc_per_step"]) for h in resumed["history"]]
+    assert ha == hb
+
+
+def test_resume_refuses_a_changed_config(tiny_capture, tmp_path) -> None:
+    train(_cfg(epochs=1), tiny_capture["capture"], tmp_path, progress=False, export=False, stop_after_steps=1)
+    with pytest.raises(TrainConfigError, match="different config.*lr"):
+        train(_cfg(epochs=1, lr=1e-3), tiny_capture["capture"], tmp_path, progress=False, export=False)
+
+
+def test_eagle3_recipe_exports_an_eagle3_draft(tiny_capture, tmp_path) -> None:
+    out = train(_cfg(recipe="eagle3", layer_ids=(), epochs=1), tiny_capture["capture"], tmp_path, progress=False)
+    cfg = validate_draft_folder(out["draft"], tiny_capture["target"])
+    assert cfg.input_module == "fc" and cfg.layer_ids == (1, 3, 4)  # [1, L//2 - 1, L - 4] for L=8
+    assert json.loads((Path(out["draft"]) / "config.json").read_text())["architectures"] == ["LlamaForCausalLMEagle3"]
+    assert out["history"][0]["num_steps"] == 3 and out["history"][0]["mask_percent"] == 0
+
+
+def test_clear_errors(tiny_capture, tmp_path) -> None:
+    with pytest.raises(TrainConfigError, match=r"layer ids \[5\] were not captured"):
+        train(_cfg(layer_ids=(1, 5)), tiny_capture["capture"], tmp_path / "a", progress=False)
+    with pytest.raises(TrainConfigError, match="two layer ids"):
+        train(_cfg(layer_ids=()), tiny_capture["capture"], tmp_path / "b", progress=False)
+    with pytest.raises(TrainConfigError, match="exceeds the target vocab"):
+        train(_cfg(draft_vocab_size=301), tiny_capture["capture"], tmp_path / "c", progress=False)
+
+
+def test_cli_train_reports_bad_input(tiny_capture, tmp_path) -> None:
+    from sglang_edsd.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--capture", str(tmp_path / "missing"), "--out", str(tmp_path / "run"), "--layer-ids", "1", "3"])
+    assert e.value.code == 2
+
+
+def test_torchrun_two_gloo_processes_train_and_export(tiny_capture, tmp_path) -> None:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "sglang_edsd.cli", "train", "--capture", str(tiny_capture["capture"]), "--out", str(tmp_path / "ddp"),
+           "--layer-ids", "1", "3", "--epochs", "2", "--s-max", "2", "--lr", "2e-3", "--draft-vocab-size", "64",
+           "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "ddp")
+    assert state["world_size"] == 2 and state["epoch"] == 2
+    history = [json.loads(x) for x in (tmp_path / "ddp" / "history.jsonl").read_text().splitlines()]
+    assert history[0]["samples"] == 10  # both ranks' samples counted: 5 each
+    single = train(_cfg(epochs=2, s_max=2), tiny_capture["capture"], tmp_path / "single", progress=False)
+    ddp_cfg = validate_draft_folder(tmp_path / "ddp" / "draft", tiny_capture["target"])
+    assert ddp_cfg == EDSDDraftConfig.from_path(single["draft"])
