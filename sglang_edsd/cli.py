@@ -1,9 +1,18 @@
-"""`sglang-edsd` command line: model assets, draft creation and the CPU demo."""
+"""`sglang-edsd` command line: model assets, the drafter toolkit (select, prepare,
+regenerate, vocab, capture, train, export), draft checks and the CPU demo.
+
+Every subcommand takes `--config FILE` (JSON or TOML): its keys are the subcommand's option
+names (`layer_ids` or `layer-ids`), they replace the defaults, and flags given on the
+command line still win.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tomllib
+from pathlib import Path
 
 from sglang_edsd.draft_config import DraftConfigError
 
@@ -75,6 +84,40 @@ def build_parser() -> argparse.ArgumentParser:
     add_select_arguments(s)
     s.set_defaults(func=select_main)
 
+    from sglang_edsd.capture.command import add_capture_arguments, capture_main
+    from sglang_edsd.data.command import (
+        add_prepare_arguments,
+        add_regenerate_arguments,
+        add_vocab_arguments,
+        prepare_main,
+        regenerate_main,
+        vocab_main,
+    )
+    from sglang_edsd.edtrain.command import (
+        add_export_arguments,
+        add_train_arguments,
+        export_main,
+        train_main,
+    )
+
+    toolkit = [
+        ("prepare", "chat data (ShareGPT/OpenAI jsonl or HF dataset) -> token ids + assistant loss mask",
+         add_prepare_arguments, prepare_main),
+        ("regenerate", "re-answer a chat dataset with the target through an OpenAI-compatible server (resumable)",
+         add_regenerate_arguments, regenerate_main),
+        ("vocab", "draft vocabulary: top-K target tokens on loss-bearing positions -> d2t/t2d",
+         add_vocab_arguments, vocab_main),
+        ("capture", "run the target and store the hidden states a draft trains on (sharded, resumable)",
+         add_capture_arguments, capture_main),
+        ("train", "EDTrain a draft from a capture (recipes: edsd, eagle3; ablation flags)",
+         add_train_arguments, train_main),
+        ("export", "write a trained run as a draft folder SGLang serves", add_export_arguments, export_main),
+    ]
+    for name, help_text, add_arguments, main_fn in toolkit:
+        s = sub.add_parser(name, help=help_text)
+        add_arguments(s)
+        s.set_defaults(func=main_fn)
+
     s = sub.add_parser("demo", help="serve SmolLM2 with and without EDSD on CPU and compare")
     s.add_argument("--num-prompts", type=int, default=4)
     s.add_argument("--max-tokens", type=int, default=64)
@@ -83,8 +126,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _load_config_file(path: str) -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise SystemExit(f"error: config file not found: {p}")
+    try:
+        return tomllib.loads(p.read_text()) if p.suffix == ".toml" else json.loads(p.read_text())
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise SystemExit(f"error: {p}: not valid {'TOML' if p.suffix == '.toml' else 'JSON'} ({e})") from None
+
+
+def _apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Make `--config FILE` values the defaults of the chosen subcommand's options."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if not known.config or not argv:
+        return
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = subparsers.choices.get(argv[0])
+    if command is None:
+        return
+    values = {k.replace("-", "_"): v for k, v in _load_config_file(known.config).items()}
+    actions = {a.dest: a for a in command._actions if a.dest not in ("help", "config")}
+    unknown = sorted(set(values) - set(actions))
+    if unknown:
+        raise SystemExit(f"error: {known.config}: unknown option(s) for `{argv[0]}`: {unknown} "
+                         f"(known: {sorted(actions)})")
+    for dest, value in values.items():
+        actions[dest].default = value
+        actions[dest].required = False
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command in subparsers.choices.values():
+        command.add_argument("--config", metavar="FILE", help="JSON/TOML file of option defaults for this command")
+    _apply_config_file(parser, argv)
+    args = parser.parse_args(argv)
     try:
         args.func(args)
     except DraftConfigError as e:

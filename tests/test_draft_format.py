@@ -10,7 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from sglang_edsd.draft_config import DraftConfigError, EDSDDraftConfig, TargetInfo, validate_draft_folder
+from sglang_edsd.draft_config import (
+    DraftConfigError,
+    EDSDDraftConfig,
+    TargetInfo,
+    validate_draft_folder,
+)
 from sglang_edsd.draft_io import parse_expansion
 
 

@@ -19,14 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sglang_edsd.data.chat import DataError, normalise_messages
 from sglang_edsd.edselect.errors import EDSelectError
-
-_ROLES = {
-    "user": "user", "human": "user",
-    "assistant": "assistant", "gpt": "assistant", "chatgpt": "assistant", "bard": "assistant",
-    "bing": "assistant", "model": "assistant",
-    "system": "system", "tool": "tool",
-}
 
 
 @dataclass(frozen=True)
@@ -34,23 +28,6 @@ class CalibrationData:
     texts: list[str]
     num_records: int  # non-blank records in the file
     path: Path
-
-
-def _normalise_messages(turns: Any, where: str) -> list[dict[str, str]]:
-    if not isinstance(turns, list) or not turns:
-        raise EDSelectError(f"{where}: chat record must hold a non-empty list of turns")
-    messages = []
-    for k, turn in enumerate(turns):
-        if not isinstance(turn, dict):
-            raise EDSelectError(f"{where}: turn {k} is not an object")
-        role = turn.get("role", turn.get("from"))
-        content = turn.get("content", turn.get("value"))
-        if not isinstance(role, str) or role.lower() not in _ROLES:
-            raise EDSelectError(f"{where}: turn {k} has unknown role {role!r} (expected one of {sorted(_ROLES)})")
-        if not isinstance(content, str):
-            raise EDSelectError(f"{where}: turn {k} content must be a string, got {type(content).__name__}")
-        messages.append({"role": _ROLES[role.lower()], "content": content})
-    return messages
 
 
 def record_to_text(record: Any, tokenizer: Any | None, where: str = "record") -> str:
@@ -67,7 +44,10 @@ def record_to_text(record: Any, tokenizer: Any | None, where: str = "record") ->
         raise EDSelectError(
             f"{where}: record has none of 'text', 'messages', 'conversations' (keys: {sorted(record)[:8]})"
         )
-    messages = _normalise_messages(record[key], where)
+    try:
+        messages = normalise_messages(record[key], where)
+    except DataError as e:  # the shared ShareGPT/OpenAI normaliser; EDSelect reports its own error type
+        raise EDSelectError(str(e)) from None
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise EDSelectError(
             f"{where}: chat record but the target tokenizer has no chat template; use {{\"text\": ...}} records"

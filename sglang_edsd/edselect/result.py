@@ -155,7 +155,9 @@ class EDSelectResult:
 
     def plot(self, path: str | Path, title: str | None = None) -> Path:
         """Metric vs layer, one panel per metric, the selected layers marked (cf. EDSD Fig. 4)."""
-        from matplotlib.figure import Figure  # no pyplot: no global backend state is touched
+        from matplotlib.figure import (
+            Figure,  # no pyplot: no global backend state is touched
+        )
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,6 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-
 from sglang.kernels.ops.attention.decode_attention import decode_attention_fwd  # noqa: E402
 from sglang.kernels.ops.attention.extend_attention import extend_attention_fwd  # noqa: E402
 from sglang.kernels.ops.kvcache.cache_move import copy_all_layer_kv_cache_tiled  # noqa: E402
