@@ -45,7 +45,8 @@ def main() -> None:
     tokens = work / "tokens.jsonl"
     convs = [c for c in islice(load_conversations(sharegpt_jsonl()), 4 * args.samples)
              if any(m["role"] == "assistant" for m in c.messages)][: args.samples]
-    stats = build_token_dataset(convs, AutoTokenizer.from_pretrained(target), tokens, max_length=args.max_length)
+    stats = build_token_dataset(convs, AutoTokenizer.from_pretrained(target), tokens, max_length=args.max_length,
+                                skip_invalid=True)
     layers = sorted({*args.layer_ids, 1, 30 // 2 - 1, 30 - 4})
     t0 = time.perf_counter()
     cap = capture(target, tokens, work / "capture", layers, max_length=args.max_length)
@@ -73,8 +74,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     out.write_text(json.dumps({"machine": {"cpus": torch.get_num_threads(), "platform": platform.platform()},
-                               "git_commit": git, "target": str(target), "data": stats | {"skipped_no_loss": len(
-                                   stats.get("skipped_no_loss", []))}, "results": rows, "args": vars(args)}, indent=2))
+                               "git_commit": git, "target": str(target), "data": {k: v if isinstance(v, int) else len(v) for k, v in stats.items()}, "results": rows, "args": vars(args)}, indent=2))
     print(f"wrote {out}")
 
 

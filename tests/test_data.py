@@ -402,3 +402,17 @@ def test_sharegpt_asset_parses_into_conversations(tokenizer, tmp_path):
     with_answer = next(c for c in convs if any(m["role"] == "assistant" for m in c.messages))
     ids, mask = tokenize_conversation(tokenizer, with_answer.messages, 2048)
     assert sum(mask) > 0
+
+
+def test_unrenderable_conversations_stop_the_run_or_are_skipped_and_listed(tokenizer, tmp_path):
+    src = tmp_path / "chats.jsonl"
+    src.write_text(
+        json.dumps({"id": "ok", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+        + "\n" + json.dumps({"id": "split", "conversations": [{"from": "gpt", "value": "continued answer"}]}) + "\n")
+    with pytest.raises(DataError, match="'split'.*skip-invalid"):
+        build_token_dataset(load_conversations(src), tokenizer, tmp_path / "a.jsonl", progress=False)
+    stats = build_token_dataset(load_conversations(src), tokenizer, tmp_path / "b.jsonl", progress=False,
+                                skip_invalid=True)
+    assert stats["samples"] == 1 and [r["id"] for r in stats["skipped_invalid"]] == ["split"]
+    listed = [json.loads(x) for x in (tmp_path / "b.jsonl.skipped.jsonl").read_text().splitlines()]
+    assert listed[0]["id"] == "split" and listed[0]["reason"]

@@ -138,3 +138,18 @@ def test_torchrun_two_gloo_processes_train_and_export(tiny_capture, tmp_path) ->
     single = train(_cfg(epochs=2, s_max=2), tiny_capture["capture"], tmp_path / "single", progress=False)
     ddp_cfg = validate_draft_folder(tmp_path / "ddp" / "draft", tiny_capture["target"])
     assert ddp_cfg == EDSDDraftConfig.from_path(single["draft"])
+
+
+def test_config_file_sets_defaults_and_rejects_unknown_keys(tiny_capture, tmp_path, capsys) -> None:
+    from sglang_edsd.cli import main
+
+    cfg = tmp_path / "train.toml"
+    cfg.write_text('capture = "%s"\nout = "%s"\nlayer-ids = [1, 3]\nepochs = 1\ns_max = 1\ndraft_vocab_size = 64\n'
+                   % (tiny_capture["capture"], tmp_path / "run"))
+    assert main(["train", "--config", str(cfg), "--lr", "1e-3", "--no-progress", "--no-export"]) == 0
+    state = load_checkpoint(tmp_path / "run")
+    assert (state["config"]["layer_ids"], state["config"]["epochs"], state["config"]["lr"]) == ((1, 3), 1, 1e-3)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"epochz": 3}))
+    with pytest.raises(SystemExit, match="unknown option.*epochz"):
+        main(["train", "--config", str(bad), "--capture", "x", "--out", "y"])

@@ -181,26 +181,34 @@ def tokenize_conversation(
 
 def build_token_dataset(
     conversations: Iterable[Conversation], tokenizer: Any, out_path: str | Path,
-    max_length: int = 2048, progress: bool = True,
+    max_length: int = 2048, progress: bool = True, skip_invalid: bool = False,
 ) -> dict[str, Any]:
     """Tokenize conversations into a JSONL of {id, input_ids, loss_mask}; return stats.
 
     Samples left with no loss-bearing token (answers truncated away) are skipped and listed in
-    ``skipped_no_loss``. Written to a temporary name and renamed: never a half-written dataset.
+    ``skipped_no_loss``. A conversation the chat template cannot render (e.g. a ShareGPT split
+    that starts with an assistant turn) stops the run, or with ``skip_invalid`` is skipped and
+    listed with its reason in ``skipped_invalid`` (and in ``<out>.skipped.jsonl``). Written to a
+    temporary name and renamed: never a half-written dataset.
     """
     if max_length < 1:
         raise DataError(f"max_length must be >= 1, got {max_length}")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
-    stats: dict[str, Any] = {"samples": 0, "tokens": 0, "loss_tokens": 0, "truncated": 0, "skipped_no_loss": []}
+    stats: dict[str, Any] = {"samples": 0, "tokens": 0, "loss_tokens": 0, "truncated": 0, "skipped_no_loss": [],
+                             "skipped_invalid": []}
     try:
         with tmp.open("w", encoding="utf-8") as f:
             for conv in tqdm(conversations, desc="tokenize", unit="conv", disable=not progress):
                 try:  # one token more than kept tells whether the sample was truncated
                     ids, mask = tokenize_conversation(tokenizer, conv.messages, max_length + 1)
                 except DataError as e:
-                    raise DataError(f"conversation {conv.id!r}: {e}") from None
+                    if not skip_invalid:
+                        raise DataError(f"conversation {conv.id!r}: {e} (pass skip_invalid / --skip-invalid to "
+                                        "skip and list such conversations)") from None
+                    stats["skipped_invalid"].append({"id": conv.id, "reason": str(e)})
+                    continue
                 if len(ids) > max_length:
                     stats["truncated"] += 1
                     ids, mask = ids[:max_length], mask[:max_length]
@@ -217,6 +225,11 @@ def build_token_dataset(
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
+    if stats["skipped_invalid"]:
+        listing = out_path.with_name(out_path.name + ".skipped.jsonl")
+        listing.write_text("".join(json.dumps(r) + "\n" for r in stats["skipped_invalid"]), encoding="utf-8")
+        print(f"warning: skipped {len(stats['skipped_invalid'])} conversations the chat template cannot render; "
+              f"ids and reasons in {listing}", file=sys.stderr)
     if stats["skipped_no_loss"]:
         print(f"warning: skipped {len(stats['skipped_no_loss'])} conversations with no assistant token within "
               f"max_length={max_length}: {stats['skipped_no_loss'][:5]}", file=sys.stderr)

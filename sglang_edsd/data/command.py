@@ -49,6 +49,8 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                         help="chat JSONL / JSON array ({'messages'|'conversations': [...]}) or a HF dataset folder")
     parser.add_argument("--out", required=True, help="output token JSONL ({id, input_ids, loss_mask} per line)")
     parser.add_argument("--max-length", type=int, default=2048, help="keep the first N tokens of each conversation")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="skip conversations the chat template cannot render, listing them in <out>.skipped.jsonl")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -59,13 +61,15 @@ def prepare_main(args: argparse.Namespace) -> int:
 
     try:
         stats = build_token_dataset(load_conversations(args.data), _tokenizer(args.target), args.out,
-                                    max_length=args.max_length, progress=not args.no_progress)
+                                    max_length=args.max_length, progress=not args.no_progress,
+                                    skip_invalid=args.skip_invalid)
     except DataError as e:
         _fail(e)
     share = stats["loss_tokens"] / stats["tokens"]
     print(f"wrote {args.out}: {stats['samples']} samples, {stats['tokens']} tokens, {stats['loss_tokens']} "
           f"loss-bearing ({share:.1%}), {stats['truncated']} truncated to {args.max_length}, "
-          f"{len(stats['skipped_no_loss'])} skipped with no loss-bearing token")
+          f"{len(stats['skipped_no_loss'])} skipped with no loss-bearing token, "
+          f"{len(stats['skipped_invalid'])} skipped as unrenderable")
     return 0
 
 
