@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         export_main,
         train_main,
     )
+    from sglang_edsd.prompts.command import (
+        add_decontaminate_arguments,
+        add_prompts_arguments,
+        decontaminate_main,
+        prompts_main,
+    )
 
     toolkit = [
         ("prepare", "chat data (ShareGPT/OpenAI jsonl or HF dataset) -> token ids + assistant loss mask",
@@ -121,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", "EDTrain a draft from a capture (recipes: edsd, eagle3; ablation flags)",
          add_train_arguments, train_main),
         ("export", "write a trained run as a draft folder SGLang serves", add_export_arguments, export_main),
+        ("prompts", "benchmark prompt sets (MT-Bench, HumanEval, GSM8K, Alpaca, summarisation) or your own, as jsonl",
+         add_prompts_arguments, prompts_main),
+        ("decontaminate", "drop training conversations that contain an evaluation prompt, listing what was removed",
+         add_decontaminate_arguments, decontaminate_main),
     ]
     for name, help_text, add_arguments, main_fn in toolkit:
         s = sub.add_parser(name, help=help_text)
