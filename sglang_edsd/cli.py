@@ -97,9 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     from sglang_edsd.data.command import (
         add_prepare_arguments,
         add_regenerate_arguments,
+        add_subset_arguments,
         add_vocab_arguments,
         prepare_main,
         regenerate_main,
+        subset_main,
         vocab_main,
     )
     from sglang_edsd.edtrain.command import (
@@ -118,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     toolkit = [
         ("prepare", "chat data (ShareGPT/OpenAI jsonl or HF dataset) -> token ids + assistant loss mask",
          add_prepare_arguments, prepare_main),
+        ("subset", "a seeded, filtered subset of a chat dataset (user-first, English, <= N user turns)",
+         add_subset_arguments, subset_main),
         ("regenerate", "re-answer a chat dataset with the target through an OpenAI-compatible server (resumable)",
          add_regenerate_arguments, regenerate_main),
         ("vocab", "draft vocabulary: top-K target tokens on loss-bearing positions -> d2t/t2d",

@@ -416,3 +416,41 @@ def test_unrenderable_conversations_stop_the_run_or_are_skipped_and_listed(token
     assert stats["samples"] == 1 and [r["id"] for r in stats["skipped_invalid"]] == ["split"]
     listed = [json.loads(x) for x in (tmp_path / "b.jsonl.skipped.jsonl").read_text().splitlines()]
     assert listed[0]["id"] == "split" and listed[0]["reason"]
+
+
+def test_subset_filters_cuts_and_counts_rejections(tmp_path):
+    from sglang_edsd.data.subset import chat_subset
+
+    def conv(i, turns):
+        return {"id": f"c{i}", "conversations": [{"from": r, "value": v} for r, v in turns]}
+
+    rows = [
+        conv(0, [("human", "q1"), ("gpt", "a1"), ("human", "q2"), ("gpt", "a2"), ("human", "q3"), ("gpt", "a3")]),
+        conv(1, [("gpt", "starts with the assistant")]),
+        conv(2, [("human", "x" * 50), ("gpt", "a")]),
+        conv(3, [("human", "日本語の質問です"), ("gpt", "a")]),
+        {"id": "c4", "conversations": []},  # malformed: no turns
+        conv(5, [("human", "fine"), ("gpt", "ok")]),
+    ]
+    src = tmp_path / "chats.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stats = chat_subset(src, tmp_path / "out.jsonl", 2, max_user_chars=40)
+    kept = {r["id"]: r["messages"] for r in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
+    assert set(kept) == {"c0", "c5"}
+    assert [m["content"] for m in kept["c0"]] == ["q1", "a1", "q2", "a2"]  # cut to two user turns
+    assert stats["kept"] == 2 and stats["rejected"]["malformed record (whole file)"] == 1
+    with pytest.raises(DataError, match="only 2 of 5") as e:  # every conversation examined
+        chat_subset(src, tmp_path / "more.jsonl", 3, max_user_chars=40)
+    for reason in ("malformed record", "does not start with a user turn", "longer than 40", "ASCII"):
+        assert reason in str(e.value)
+
+
+def test_load_conversations_can_list_malformed_records_instead_of_stopping(tmp_path):
+    src = tmp_path / "chats.jsonl"
+    good = {"id": "a", "messages": [{"role": "user", "content": "hi"}]}
+    src.write_text("\n".join(json.dumps(r) for r in [good, {"id": "b", "messages": []}, good]) + "\n")
+    with pytest.raises(DataError, match=":2:"):
+        list(load_conversations(src))
+    skipped: list[str] = []
+    assert [c.id for c in load_conversations(src, skipped=skipped)] == ["a"]
+    assert len(skipped) == 2 and ":2:" in skipped[0] and "duplicate id 'a'" in skipped[1]

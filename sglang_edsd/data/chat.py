@@ -106,8 +106,12 @@ def _file_records(path: Path) -> Iterator[tuple[str, Any]]:
         raise DataError(f"{path}: not a UTF-8 text file") from None
 
 
-def load_conversations(path: str | Path) -> Iterator[Conversation]:
-    """Stream the conversations of a data file; ids are the record's "id" or "<stem>-<index>"."""
+def load_conversations(path: str | Path, skipped: list[str] | None = None) -> Iterator[Conversation]:
+    """Stream the conversations of a data file; ids are the record's "id" or "<stem>-<index>".
+
+    A malformed record raises DataError, or, when a `skipped` list is given, is appended to it
+    (its error message, which names file:line) and passed over.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file not found: {path}")
@@ -123,10 +127,17 @@ def load_conversations(path: str | Path) -> Iterator[Conversation]:
         if rid is not None and (not isinstance(rid, (str, int)) or isinstance(rid, bool)):
             raise DataError(f"{where}: 'id' must be a string or an integer, got {type(rid).__name__}")
         rid = f"{path.stem}-{index}" if rid is None else str(rid)
-        if rid in seen:
-            raise DataError(f"{where}: duplicate id {rid!r} (first at {seen[rid]})")
+        try:
+            if rid in seen:
+                raise DataError(f"{where}: duplicate id {rid!r} (first at {seen[rid]})")
+            messages = normalise_messages(record[key], where)
+        except DataError as e:
+            if skipped is None:
+                raise
+            skipped.append(str(e))
+            continue
         seen[rid] = where
-        yield Conversation(id=rid, messages=normalise_messages(record[key], where))
+        yield Conversation(id=rid, messages=messages)
     if not seen:
         raise DataError(f"no records in {path}")
 

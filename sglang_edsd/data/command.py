@@ -151,3 +151,28 @@ def vocab_main(args: argparse.Namespace) -> int:
     print(f"wrote {out}: draft vocabulary {args.size} of {vocab_size} target ids covers {coverage:.2%} of "
           f"{int(counts.sum())} loss-bearing tokens ({seen} distinct ids seen)")
     return 0
+
+
+def add_subset_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the `subset` options to a (sub)parser."""
+    parser.add_argument("--data", required=True, help="chat data (same formats as `prepare`)")
+    parser.add_argument("--out", required=True, help="output chat JSONL ({id, messages} per line)")
+    parser.add_argument("--num", type=int, required=True, help="conversations to keep")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draw order")
+    parser.add_argument("--max-user-turns", type=int, default=2, help="keep at most this many user turns (+ answers)")
+    parser.add_argument("--max-user-chars", type=int, default=4000, help="reject longer user turns")
+    parser.add_argument("--min-ascii", type=float, default=0.95, help="reject user text with less ASCII than this")
+    return parser
+
+
+def subset_main(args: argparse.Namespace) -> int:
+    """Entry point for `sglang-edsd subset`."""
+    from sglang_edsd.data.subset import chat_subset
+
+    try:
+        stats = chat_subset(args.data, args.out, args.num, seed=args.seed, max_user_turns=args.max_user_turns,
+                            max_user_chars=args.max_user_chars, min_ascii=args.min_ascii)
+    except DataError as e:
+        _fail(e)
+    print(f"wrote {args.out}: kept {stats['kept']} of {stats['examined']} examined; rejected {stats['rejected']}")
+    return 0
