@@ -113,11 +113,11 @@ def _batched_decode(query: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch
     k = k.float() if k_scale == 1.0 else k.float() * k_scale
     v = v.float() if v_scale == 1.0 else v.float() * v_scale
     hkv = k.shape[2]
+    # A kv head's query group plays SDPA's query positions: one fused kernel, no score tensor.
     q = query.float().reshape(b, hkv, hq // hkv, d)
-    scores = torch.einsum("bhgd,blhd->bhgl", q, k) * sm_scale
-    scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
-    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # a request with no visible key gets 0
-    return torch.einsum("bhgl,blhd->bhgd", probs, v).reshape(b, hq, v.shape[-1])
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=visible[:, None, None, :], scale=sm_scale)
+    return out.nan_to_num(0.0).reshape(b, hq, v.shape[-1])  # a request with no visible key gets 0
 
 
 def decode_attention_cpu(
