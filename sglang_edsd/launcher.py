@@ -97,6 +97,14 @@ class ServerStartError(RuntimeError):
     """The server exited or never became healthy; carries the end of its log."""
 
 
+class PortInUseError(ServerStartError):
+    """The HTTP port was taken between picking it and binding it (another server's own ports
+    can land on it); the caller retries on a fresh port."""
+
+
+BIND_FAILED = "error while attempting to bind on address"
+
+
 def start(
     model_path: str | Path,
     extra_args: list[str],
@@ -126,6 +134,9 @@ def wait_ready(server: Server, timeout: float = 900.0) -> Server:
     """Block until `/health_generate` answers; `started_s` becomes the start-up time."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if BIND_FAILED in server.log_path.read_text(errors="replace"):
+            server.stop()
+            raise PortInUseError(f"port {server.port} was taken; log {server.log_path}:\n{server.log_tail(5)}")
         if server.proc.poll() is not None:
             raise ServerStartError(
                 f"server exited with code {server.proc.returncode}; log {server.log_path}:\n{server.log_tail()}")
@@ -148,5 +159,11 @@ def launch(
     env: dict[str, str] | None = None,
     timeout: float = 900.0,
 ) -> Server:
-    """Start `sglang.launch_server` and block until `/health_generate` answers."""
+    """Start `sglang.launch_server` and block until `/health_generate` answers (a port taken
+    before the server bound it is retried on a fresh port, up to 3 times)."""
+    for _ in range(2):
+        try:
+            return wait_ready(start(model_path, extra_args, log_path, env), timeout)
+        except PortInUseError:
+            continue
     return wait_ready(start(model_path, extra_args, log_path, env), timeout)

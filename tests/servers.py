@@ -7,7 +7,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sglang_edsd.launcher import Server, start, wait_ready
+from sglang_edsd.launcher import PortInUseError, Server, start, wait_ready
 
 LOG_DIR = Path(__file__).resolve().parent.parent / "artifacts" / "test-logs"
 
@@ -18,15 +18,25 @@ def start_all(specs: dict[str, tuple[Path, list[str]]]) -> dict[str, Server]:
     Spawned here, in the calling thread (servers die with the thread that spawned them),
     and only waited for in the pool.
     """
-    spawned = {name: start(model, args, LOG_DIR / f"{name}.log") for name, (model, args) in specs.items()}
-    with ThreadPoolExecutor(len(specs)) as pool:
-        futures = {name: pool.submit(wait_ready, server) for name, server in spawned.items()}
     servers, errors = {}, []
-    for name, fut in futures.items():
-        try:
-            servers[name] = fut.result()
-        except Exception as e:  # noqa: BLE001 - collected and re-raised below
-            errors.append(f"{name}: {e}")
+    pending = dict(specs)
+    for attempt in range(3):  # a port taken before its server bound it is retried on a fresh one
+        spawned = {name: start(model, args, LOG_DIR / f"{name}.log") for name, (model, args) in pending.items()}
+        with ThreadPoolExecutor(len(spawned)) as pool:
+            futures = {name: pool.submit(wait_ready, server) for name, server in spawned.items()}
+        retry = {}
+        for name, fut in futures.items():
+            try:
+                servers[name] = fut.result()
+            except PortInUseError as e:
+                if attempt == 2:
+                    errors.append(f"{name}: {e}")
+                retry[name] = pending[name]
+            except Exception as e:  # noqa: BLE001 - collected and re-raised below
+                errors.append(f"{name}: {e}")
+        pending = retry
+        if not pending:
+            break
     if errors:
         for s in servers.values():
             s.stop()

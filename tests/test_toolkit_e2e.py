@@ -23,7 +23,7 @@ from sglang_edsd.cli import main as cli
 from sglang_edsd.draft_config import EDSDDraftConfig, validate_draft_folder
 from sglang_edsd.edtrain.model import EDSDTrainDraft, TTTCache
 from sglang_edsd.edtrain.target_head import TargetHead
-from sglang_edsd.launcher import cpu_args, edsd_args, start, wait_ready
+from sglang_edsd.launcher import cpu_args, edsd_args, launch
 from sglang_edsd.serving.draft_recorder import ENV_DIR
 from tests.servers import LOG_DIR, start_all
 from tests.synthetic import TOKENIZER_FILES
@@ -90,9 +90,8 @@ def pipeline(smollm2: Path, tmp_path_factory: pytest.TempPathFactory):
         plain.stop()
     draft = work / "run" / "draft"
     records = work / "records"
-    server = start(target, base + edsd_args(draft), LOG_DIR / "tiny-edsd.log", env={ENV_DIR: str(records)})
+    server = launch(target, base + edsd_args(draft), LOG_DIR / "tiny-edsd.log", env={ENV_DIR: str(records)})
     try:
-        wait_ready(server)
         edsd_answers = {p: _chat(server.base_url, p) for p in EVAL_PROMPTS}
     finally:
         server.stop()
