@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,6 +153,46 @@ def wait_ready(server: Server, timeout: float = 900.0) -> Server:
     raise ServerStartError(f"server not healthy after {timeout:.0f}s; log {server.log_path}:\n{server.log_tail()}")
 
 
+def launch_all(
+    specs: dict[str, tuple[str | Path, list[str]]],
+    log_dir: str | Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 900.0,
+) -> dict[str, Server]:
+    """Start servers `{name: (model, args)}` at once and wait until all are healthy.
+
+    Spawned in the calling thread (servers die with the thread that spawned them) and only
+    waited for in a pool; logs go to `<log_dir>/<name>.log`. A port taken before its server
+    bound it is retried on a fresh port, up to 3 tries. If any server fails, all are stopped
+    and one error names each failure.
+    """
+    servers: dict[str, Server] = {}
+    errors: list[str] = []
+    pending = dict(specs)
+    for attempt in range(3):
+        spawned = {name: start(model, args, Path(log_dir) / f"{name}.log", env) for name, (model, args) in pending.items()}
+        with ThreadPoolExecutor(len(spawned)) as pool:
+            futures = {name: pool.submit(wait_ready, server, timeout) for name, server in spawned.items()}
+        retry = {}
+        for name, fut in futures.items():
+            try:
+                servers[name] = fut.result()
+            except PortInUseError as e:
+                if attempt == 2:
+                    errors.append(f"{name}: {e}")
+                retry[name] = pending[name]
+            except ServerStartError as e:
+                errors.append(f"{name}: {e}")
+        pending = retry
+        if not pending:
+            break
+    if errors:
+        for s in servers.values():
+            s.stop()
+        raise ServerStartError("\n\n".join(errors))
+    return servers
+
+
 def launch(
     model_path: str | Path,
     extra_args: list[str],
@@ -159,11 +200,6 @@ def launch(
     env: dict[str, str] | None = None,
     timeout: float = 900.0,
 ) -> Server:
-    """Start `sglang.launch_server` and block until `/health_generate` answers (a port taken
-    before the server bound it is retried on a fresh port, up to 3 times)."""
-    for _ in range(2):
-        try:
-            return wait_ready(start(model_path, extra_args, log_path, env), timeout)
-        except PortInUseError:
-            continue
-    return wait_ready(start(model_path, extra_args, log_path, env), timeout)
+    """Start `sglang.launch_server` and block until `/health_generate` answers (see `launch_all`)."""
+    log_path = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix="sglang-edsd-")) / "server.log"
+    return launch_all({log_path.stem: (model_path, extra_args)}, log_path.parent, env, timeout)[log_path.stem]
