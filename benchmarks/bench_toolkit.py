@@ -64,7 +64,7 @@ def main() -> None:
         h = train(cfg, work / "capture", run, export=False)["history"][0]
         rows[f"train_n{n}"] = {"tokens": h["tokens"], "seconds": h["seconds"], "tokens_per_s": h["tokens_per_s"],
                                "draft_vocab_size": args.draft_vocab_size}
-    print(f"\n| stage | tokens | seconds | tokens/s |\n| --- | --- | --- | --- |")
+    print("\n| stage | tokens | seconds | tokens/s |\n| --- | --- | --- | --- |")
     for name, r in rows.items():
         print(f"| {name} | {r['tokens']} | {r['seconds']} | {r['tokens_per_s']} |")
     c = rows["capture"]

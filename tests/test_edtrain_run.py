@@ -67,15 +67,15 @@ def test_resume_after_a_crash_mid_epoch_gives_identical_weights(tiny_capture, tm
     real_getitem = trainer_mod.CaptureReader.__getitem__
     calls = {"n": 0}
 
-    def crash_after_25(self, i):
+    def crash_after_15(self, i):
         calls["n"] += 1
-        # 10 reads count the draft vocabulary, 10 are epoch 1; read 26 is epoch 2's sample 6:
-        # after the checkpoint at sample 4 (checkpoint_every=2), before the next one.
-        if calls["n"] > 25:
+        # 10 reads are epoch 1; read 16 is epoch 2's sample 6: after the checkpoint at
+        # sample 4 (checkpoint_every=2), before the next one.
+        if calls["n"] > 15:
             raise KeyboardInterrupt
         return real_getitem(self, i)
 
-    monkeypatch.setattr(trainer_mod.CaptureReader, "__getitem__", crash_after_25)
+    monkeypatch.setattr(trainer_mod.CaptureReader, "__getitem__", crash_after_15)
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(), tiny_capture["capture"], tmp_path / "crashed", progress=False, export=False)
     state = load_checkpoint(tmp_path / "crashed")

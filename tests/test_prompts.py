@@ -27,7 +27,12 @@ from sglang_edsd.prompts.command import (
     decontaminate_main,
     prompts_main,
 )
-from sglang_edsd.prompts.sources import ALPACA_MEMBER, LLAMAFACTORY, SUMMARY_MAX_CHARS, read_member
+from sglang_edsd.prompts.sources import (
+    ALPACA_MEMBER,
+    LLAMAFACTORY,
+    SUMMARY_MAX_CHARS,
+    read_member,
+)
 
 
 @pytest.fixture(scope="module")

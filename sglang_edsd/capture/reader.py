@@ -8,7 +8,7 @@ through safetensors' lazy `get_slice`, keeping a single shard open.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,8 @@ class CaptureReader:
                 raise CaptureError(f"cannot open shard {path}: {e}") from None
         return self._open[1]
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def _rows(self, i: int) -> tuple[int, Callable[[str], torch.Tensor]]:
+        """(normalised index, a reader of that sample's rows of a named shard tensor)."""
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"sample {i} out of range for a capture of {n} samples")
@@ -70,10 +71,15 @@ class CaptureReader:
         base = self._starts[self._first[k]]
         a, b = self._starts[i] - base, self._starts[i + 1] - base
         f = self._shard(k)
+        return i, lambda name: f.get_slice(name)[a:b]
 
-        def rows(name: str) -> torch.Tensor:
-            return f.get_slice(name)[a:b]
+    def tokens(self, i: int) -> dict[str, Any]:
+        """Only sample i's `id`, `input_ids` and `loss_mask` (no hidden states read)."""
+        i, rows = self._rows(i)
+        return {"id": self.sample_ids[i], "input_ids": rows("input_ids").long(), "loss_mask": rows("loss_mask").bool()}
 
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        i, rows = self._rows(i)
         return {
             "id": self.sample_ids[i],
             "input_ids": rows("input_ids").long(),

@@ -20,8 +20,8 @@ def count_loss_tokens(samples: Iterable[dict[str, Any]], vocab_size: int) -> tor
     """int64 counts over the target vocabulary of the ids at positions where loss_mask == 1."""
     counts = torch.zeros(vocab_size, dtype=torch.int64)
     for sample in samples:
-        ids = torch.tensor(sample["input_ids"], dtype=torch.int64)
-        picked = ids[torch.tensor(sample["loss_mask"], dtype=torch.bool)]
+        ids = torch.as_tensor(sample["input_ids"], dtype=torch.int64)
+        picked = ids[torch.as_tensor(sample["loss_mask"], dtype=torch.bool)]
         bad = picked[(picked < 0) | (picked >= vocab_size)]
         if bad.numel():
             raise DataError(f"sample {sample.get('id')!r}: token id {int(bad[0])} outside the target "

@@ -3,25 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from sglang_edsd.edtrain.recipes import RECIPES, TrainConfig, TrainConfigError, recipe
-
-
-def _layers_from(path: str) -> tuple[int, ...]:
-    """Layer ids from an EDSelect result JSON or a draft folder / its config.json."""
-    p = Path(path)
-    p = p / "config.json" if p.is_dir() else p
-    if not p.exists():
-        raise TrainConfigError(f"--layers-from: {p} not found")
-    raw = json.loads(p.read_text())
-    ids = raw.get("selected_layer_ids") or (raw.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids")
-    if not ids:
-        raise TrainConfigError(f"--layers-from: {p} has neither 'selected_layer_ids' (EDSelect) nor "
-                               "eagle_config.eagle_aux_hidden_state_layer_ids (draft config)")
-    return tuple(int(i) for i in ids)
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,7 +42,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    layer_ids = tuple(args.layer_ids) if args.layer_ids else (_layers_from(args.layers_from) if args.layers_from else ())
+    from sglang_edsd.capture.command import layer_ids_from_file
+
+    layer_ids = tuple(args.layer_ids or (layer_ids_from_file(args.layers_from) if args.layers_from else ()))
     return recipe(
         args.recipe, layer_ids=layer_ids, expansion=args.expansion,
         token_layernorm=False if args.no_token_layernorm else None,

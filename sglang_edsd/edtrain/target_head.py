@@ -16,6 +16,7 @@ import torch
 from safetensors import safe_open
 
 from sglang_edsd.draft_config import TargetInfo
+from sglang_edsd.edtrain.model import rms_norm
 
 EMBED = "model.embed_tokens.weight"
 NORM = "model.norm.weight"
@@ -75,8 +76,7 @@ class TargetHead:
         return TargetHead(self.embed.to(device), self.norm_weight.to(device), self.lm_head.to(device), self.eps)
 
     def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
-        h = hidden.float()
-        return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps) * self.norm_weight
+        return rms_norm(hidden.float(), self.norm_weight, self.eps)
 
     def restricted(self, draft_to_target: torch.Tensor) -> torch.Tensor:
         """lm_head rows of the draft vocabulary: the soft labels' support (and the draft's init)."""

