@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sglang_edsd.assets import cache_dir, smollm2_path
+from sglang_edsd.drafts import SMOLLM2_EDSD, shipped_draft
 from sglang_edsd.launcher import Server, cpu_args, edsd_args, launch
 
 DEMO_PROMPTS = [
@@ -46,13 +47,8 @@ class Answer:
 
 
 def default_draft() -> Path:
-    """The SmolLM2 EDSD draft the demo serves: random-initialised until a trained one ships."""
-    from sglang_edsd.draft_io import init_draft
-
-    out = cache_dir() / "drafts" / "smollm2-edsd-random"
-    if not (out / "config.json").exists():
-        init_draft(smollm2_path(), out, draft_vocab_size=8192, seed=0)
-    return out
+    """The trained SmolLM2 EDSD draft shipped in the package (benchmarks/smollm2_drafts.sh)."""
+    return shipped_draft(SMOLLM2_EDSD)
 
 
 def _ask(server: Server, prompt: str, max_tokens: int) -> Answer:

@@ -45,15 +45,20 @@ def cpu_args(dtype: str = "float32", max_total_tokens: int = 16384) -> list[str]
     return ["--device", "cpu", "--dtype", dtype, "--max-total-tokens", str(max_total_tokens), "--sleep-on-idle"]
 
 
-def edsd_args(draft_path: str | Path, steps: int = 4) -> list[str]:
-    """Flags for EDSD with a depth-`steps` chain."""
+def spec_args(algorithm: str, draft_path: str | Path, steps: int = 4) -> list[str]:
+    """Flags for a depth-`steps` chain with `algorithm` (EDSD, or SGLang's own EAGLE3 for the baseline)."""
     return [
-        "--speculative-algorithm", "EDSD",
+        "--speculative-algorithm", algorithm,
         "--speculative-draft-model-path", str(draft_path),
         "--speculative-num-steps", str(steps),
         "--speculative-eagle-topk", "1",
         "--speculative-num-draft-tokens", str(steps + 1),
     ]
+
+
+def edsd_args(draft_path: str | Path, steps: int = 4) -> list[str]:
+    """Flags for EDSD with a depth-`steps` chain."""
+    return spec_args("EDSD", draft_path, steps)
 
 
 @dataclass

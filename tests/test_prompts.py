@@ -30,6 +30,7 @@ from sglang_edsd.prompts.command import (
 from sglang_edsd.prompts.sources import (
     ALPACA_MEMBER,
     LLAMAFACTORY,
+    C4_MIN_CHARS,
     SUMMARY_MAX_CHARS,
     read_member,
 )
@@ -55,7 +56,7 @@ def _write_jsonl(path: Path, rows: list[Any]) -> Path:
 
 def test_counts_and_record_format(sets: dict[str, list[dict[str, Any]]]) -> None:
     alpaca_items = len(json.loads(read_member(*LLAMAFACTORY, ALPACA_MEMBER)))
-    expected = {"mt_bench": 80, "humaneval": 164, "gsm8k": 1319, "alpaca": alpaca_items, "summarization": 30}
+    expected = {"mt_bench": 80, "humaneval": 164, "gsm8k": 1319, "alpaca": alpaca_items, "summarization": 154}
     assert {t: len(r) for t, r in sets.items()} == expected
     for task, records in sets.items():
         assert [r["id"] for r in records] == [f"{task}-{n}" for n in range(len(records))]
@@ -99,6 +100,9 @@ def test_alpaca_and_summarization_prompts(sets: dict[str, list[dict[str, Any]]])
         assert meta["kept_chars"] <= SUMMARY_MAX_CHARS == meta["max_chars"]
         assert meta["truncated"] == (meta["article_chars"] > meta["kept_chars"])
     assert sum(r["meta"]["truncated"] for r in sets["summarization"]) > 20
+    corpora = [r["meta"]["corpus"] for r in sets["summarization"]]
+    assert corpora == ["wikipedia"] * 30 + ["c4"] * 124  # wiki first: ids of the first 30 never moved
+    assert all(r["meta"]["article_chars"] >= C4_MIN_CHARS for r in sets["summarization"][30:])
 
 
 def test_subsets_are_deterministic(tmp_path: Path, sets: dict[str, list[dict[str, Any]]]) -> None:
@@ -293,3 +297,15 @@ def test_commands(tmp_path: Path, sets: dict[str, list[dict[str, Any]]], capsys:
         decontaminate_main(decon.parse_args(["--data", str(tmp_path / "missing.jsonl"), "--prompts",
                                              str(prompt_dir), "--out", str(tmp_path / "c.jsonl")]))
     assert e.value.code == 2 and "training file not found" in capsys.readouterr().err
+
+
+def test_shipped_drafts_training_data_holds_no_evaluation_prompt(prompt_dir: Path, tmp_path: Path) -> None:
+    """The committed regenerated data the SmolLM2 drafts were trained on, checked against every
+    evaluation prompt (the benchmark's tau would otherwise measure memorisation)."""
+    import gzip
+
+    shipped = Path(__file__).parent.parent / "benchmarks/results/smollm2-drafts/regen.jsonl.gz"
+    data = tmp_path / "regen.jsonl"
+    data.write_bytes(gzip.decompress(shipped.read_bytes()))
+    assert len(data.read_text().splitlines()) == 192
+    assert find_contamination(data, load_prompts(prompt_dir)) == []

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from sglang_edsd.draft_io import init_draft
-from sglang_edsd.launcher import cpu_args, edsd_args
+from sglang_edsd.launcher import cpu_args, edsd_args, spec_args
 from tests.servers import generate, start_all
 
 MAX_TOKENS = 24
@@ -34,13 +34,10 @@ LONG_PROMPT = "Summarise this text in one sentence:\n" + " ".join(
 def servers(smollm2: Path, smollm2_draft: Path, tmp_path_factory: pytest.TempPathFactory):
     eagle3 = init_draft(smollm2, tmp_path_factory.mktemp("eagle3"), draft_vocab_size=8192, input_module="fc")
     base = cpu_args("float32", max_total_tokens=8192) + ["--chunked-prefill-size", str(CHUNK)]
-    eagle3_args = ["--speculative-algorithm", "EAGLE3", "--speculative-draft-model-path", str(eagle3),
-                   "--speculative-num-steps", "4", "--speculative-eagle-topk", "1",
-                   "--speculative-num-draft-tokens", "5"]
     started = start_all({
         "smollm2-plain": (smollm2, base),
         "smollm2-edsd": (smollm2, base + edsd_args(smollm2_draft)),
-        "smollm2-eagle3": (smollm2, base + eagle3_args),
+        "smollm2-eagle3": (smollm2, base + spec_args("EAGLE3", eagle3)),
     })
     yield started
     for s in started.values():

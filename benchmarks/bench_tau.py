@@ -1,0 +1,221 @@
+"""Acceptance length (tau) and tokens/s on real SGLang: no speculation, EAGLE-3, EDSD, chain-depth sweep.
+
+Every configuration runs the same prompts through the official `openai` client at batch size
+1 (one request at a time), greedy, with identical base server flags (recorded in the JSON).
+Servers run one after another so they never share the 2 cores; two warm-up requests per
+server are excluded. tau per task is SGLang's accept length averaged over verify steps (each
+request's `spec_accept_length` weighted by its `spec_verify_ct`). Speedup is output tokens/s
+over the same prompts without speculation, measured in the same run. In float32 every
+speculative answer must equal the no-speculation one: the JSON counts mismatches.
+
+Each finished request is appended (fsynced) to `<out>.partial.jsonl`; a rerun skips finished
+requests, so a killed run resumes. Usage (the README's table):
+
+    sglang-edsd prompts --out artifacts/prompts
+    python benchmarks/bench_tau.py --prompts artifacts/prompts --out benchmarks/results/smollm2-tau.json \\
+        --edsd-draft sglang_edsd/drafts/smollm2-135m-instruct-edsd \\
+        --eagle3-draft sglang_edsd/drafts/smollm2-135m-instruct-eagle3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from sglang_edsd.assets import smollm2_path
+from sglang_edsd.launcher import Server, cpu_args, launch, spec_args
+from sglang_edsd.prompts import load_prompts
+
+TASKS = ("mt_bench", "humaneval", "gsm8k", "alpaca", "summarization")
+WARMUP = ["Hello!", "Write one sentence about the sea."]
+
+
+def configs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """(name, flags, prompt subset) of every server this run starts, baseline first."""
+    out = [{"name": "none", "algorithm": None, "draft": None, "steps": 0, "sweep": False}]
+    if args.eagle3_draft:
+        out.append({"name": "eagle3", "algorithm": "EAGLE3", "draft": args.eagle3_draft, "steps": 4, "sweep": False})
+    if args.edsd_draft:
+        out.append({"name": "edsd", "algorithm": "EDSD", "draft": args.edsd_draft, "steps": 4, "sweep": False})
+        for depth in args.sweep_depths:
+            if depth != 4:
+                out.append({"name": f"edsd-depth{depth}", "algorithm": "EDSD", "draft": args.edsd_draft,
+                            "steps": depth, "sweep": True})
+    return out
+
+
+def select_prompts(prompt_dir: str, tasks: list[str], per_task: int) -> list[dict[str, Any]]:
+    """The first `per_task` prompts of each task (file order), first user turn only."""
+    records = load_prompts(prompt_dir)
+    chosen = []
+    for task in tasks:
+        rows = [r for r in records if r["task"] == task][:per_task]
+        if len(rows) < per_task:
+            raise SystemExit(f"error: task {task!r} has {len(rows)} prompts in {prompt_dir}, {per_task} wanted")
+        chosen += [{"id": r["id"], "task": task, "prompt": r["turns"][0]} for r in rows]
+    return chosen
+
+
+def ask(server: Server, prompt: str, max_tokens: int) -> dict[str, Any]:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=1800)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    resp = client.chat.completions.create(
+        model="default", messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=max_tokens,
+        extra_body={"return_spec_tokens_details": True})
+    seconds, client_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    spec = ((resp.model_extra or {}).get("sglext") or {}).get("spec_tokens_details") or {}
+    return {"text": resp.choices[0].message.content, "completion_tokens": resp.usage.completion_tokens,
+            "prompt_tokens": resp.usage.prompt_tokens, "seconds": seconds, "client_cpu_s": client_cpu,
+            "verify_ct": spec.get("spec_verify_ct"), "accept_length": spec.get("spec_accept_length"),
+            "finish_reason": resp.choices[0].finish_reason}
+
+
+def _done(partial: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    if not partial.exists():
+        return {}
+    data = partial.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep < len(data):  # a line cut by a kill
+        with partial.open("r+b") as f:
+            f.truncate(keep)
+    rows = [json.loads(line) for line in data[:keep].decode().splitlines() if line.strip()]
+    return {(r["config"], r["id"]): r for r in rows}
+
+
+def run_config(cfg: dict[str, Any], base: list[str], prompts: list[dict[str, Any]], partial: Path,
+               max_tokens: int, log_dir: Path) -> None:
+    done = _done(partial)
+    todo = [p for p in prompts if (cfg["name"], p["id"]) not in done]
+    if not todo:
+        return
+    flags = base + (spec_args(cfg["algorithm"], cfg["draft"], cfg["steps"]) if cfg["algorithm"] else [])
+    with launch(smollm2_path(), flags, log_path=log_dir / f"{cfg['name']}.log") as server, \
+            partial.open("a", encoding="utf-8") as out:
+        for prompt in WARMUP:
+            ask(server, prompt, 16)
+        for p in tqdm(todo, desc=cfg["name"], unit="req"):
+            row = {"config": cfg["name"], "id": p["id"], "task": p["task"], **ask(server, p["prompt"], max_tokens)}
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+
+
+def _tau(rows: list[dict[str, Any]]) -> float | None:
+    verify = sum(r["verify_ct"] or 0 for r in rows)
+    if not verify:
+        return None
+    return sum((r["accept_length"] or 0) * (r["verify_ct"] or 0) for r in rows) / verify
+
+
+def _tps(rows: list[dict[str, Any]]) -> float:
+    return sum(r["completion_tokens"] for r in rows) / sum(r["seconds"] for r in rows)
+
+
+def summarize(cfgs: list[dict[str, Any]], prompts: list[dict[str, Any]], partial: Path,
+              tasks: list[str]) -> dict[str, Any]:
+    done = _done(partial)
+    base = {p["id"]: done[("none", p["id"])] for p in prompts}
+    result: dict[str, Any] = {}
+    for cfg in cfgs:
+        rows = [done[(cfg["name"], p["id"])] for p in prompts if (cfg["name"], p["id"]) in done]
+        ids = {r["id"] for r in rows}
+        per_task = {}
+        for task in tasks:
+            t_rows = [r for r in rows if r["task"] == task]
+            if not t_rows:
+                continue
+            b_rows = [base[r["id"]] for r in t_rows]
+            per_task[task] = {"prompts": len(t_rows), "tau": _tau(t_rows), "tokens_per_s": _tps(t_rows),
+                              "speedup": _tps(t_rows) / _tps(b_rows),
+                              "mean_completion_tokens": sum(r["completion_tokens"] for r in t_rows) / len(t_rows)}
+        taus = [v["tau"] for v in per_task.values() if v["tau"] is not None]
+        b_all = [base[i] for i in ids]
+        result[cfg["name"]] = {
+            "algorithm": cfg["algorithm"], "draft": cfg["draft"], "steps": cfg["steps"], "prompts": len(rows),
+            "per_task": per_task, "mean_tau": sum(taus) / len(taus) if taus else None,
+            "tokens_per_s": _tps(rows), "speedup": _tps(rows) / _tps(b_all),
+            "outputs_differing_from_none": sum(r["text"] != base[r["id"]]["text"] for r in rows),
+            "client_cpu_share": sum(r["client_cpu_s"] for r in rows) / sum(r["seconds"] for r in rows),
+        }
+    return result
+
+
+def print_table(result: dict[str, Any], tasks: list[str]) -> None:
+    head = f"{'config':14s}" + "".join(f"{t[:11]:>12s}" for t in tasks) + f"{'mean tau':>10s}{'tok/s':>8s}{'speedup':>9s}"
+    print(head)
+    for name, r in result.items():
+        cells = "".join(f"{(r['per_task'].get(t, {}).get('tau') or 0):12.3f}" for t in tasks)
+        print(f"{name:14s}{cells}{(r['mean_tau'] or 0):10.3f}{r['tokens_per_s']:8.2f}{r['speedup']:9.3f}")
+
+
+def plot(result: dict[str, Any], tasks: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    main = [n for n in ("eagle3", "edsd") if n in result]
+    width = 0.8 / max(len(main), 1)
+    for k, name in enumerate(main):
+        ax1.bar([i + k * width for i in range(len(tasks))],
+                [result[name]["per_task"].get(t, {}).get("tau") or 0 for t in tasks], width, label=name)
+    ax1.set_xticks([i + width * (len(main) - 1) / 2 for i in range(len(tasks))], tasks, rotation=20)
+    ax1.set_ylabel("tau (depth-4 chain)")
+    ax1.legend()
+    depths = sorted((r["steps"], r["speedup"]) for n, r in result.items() if n.startswith("edsd"))
+    if depths:  # speedup, not tokens/s: the sweep runs on a subset of the prompts
+        ax2.plot([d for d, _ in depths], [s for _, s in depths], "o-", label="EDSD")
+    ax2.axhline(1.0, color="gray", ls="--", label="no speculation")
+    ax2.set_xlabel("chain depth (draft steps)")
+    ax2.set_ylabel("speedup in output tokens/s (batch 1)")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--prompts", required=True, help="folder written by `sglang-edsd prompts`")
+    p.add_argument("--out", required=True, help="result JSON (a PNG and .partial.jsonl go next to it)")
+    p.add_argument("--edsd-draft")
+    p.add_argument("--eagle3-draft")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS))
+    p.add_argument("--num-per-task", type=int, default=40)
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--sweep-depths", type=int, nargs="*", default=[1, 2, 3],
+                   help="extra EDSD chain depths, run on --sweep-per-task prompts of each task")
+    p.add_argument("--sweep-per-task", type=int, default=8)
+    p.add_argument("--max-total-tokens", type=int, default=16384)
+    args = p.parse_args()
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial.jsonl")
+    log_dir = out.with_suffix(".logs")
+    prompts = select_prompts(args.prompts, args.tasks, args.num_per_task)
+    sweep = [p for task in args.tasks for p in [q for q in prompts if q["task"] == task][:args.sweep_per_task]]
+    base = cpu_args("float32", max_total_tokens=args.max_total_tokens)
+    cfgs = configs(args)
+    for cfg in cfgs:
+        run_config(cfg, base, sweep if cfg["sweep"] else prompts, partial, args.max_tokens, log_dir)
+    result = summarize(cfgs, prompts, partial, args.tasks)
+    print_table(result, args.tasks)
+    report = {"model": str(smollm2_path()), "base_server_args": base, "max_tokens": args.max_tokens,
+              "num_per_task": args.num_per_task, "sweep_per_task": args.sweep_per_task, "batch_size": 1,
+              "temperature": 0, "configs": result}
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    plot(result, args.tasks, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The trained SmolLM2 drafts that ship inside the package: present, valid, small, and what the
+demo serves. Their acceptance and speed are benchmark numbers (benchmarks/bench_tau.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from sglang_edsd.demo import default_draft
+from sglang_edsd.draft_config import validate_draft_folder
+from sglang_edsd.drafts import SMOLLM2_EAGLE3, SMOLLM2_EDSD, shipped_draft
+
+ROOT = Path(__file__).parent.parent
+EDSELECT = ROOT / "benchmarks/results/edselect-smollm2-sharegpt128/edselect.json"
+MAX_BYTES = 30 * 2**20
+
+
+@pytest.mark.parametrize("name, architecture, input_module", [
+    (SMOLLM2_EDSD, "LlamaForCausalLMEDSD", "edfuse"),
+    (SMOLLM2_EAGLE3, "LlamaForCausalLMEagle3", "fc"),
+])
+def test_shipped_draft_is_valid_bf16_and_small(smollm2: Path, name: str, architecture: str, input_module: str):
+    folder = shipped_draft(name)
+    config = validate_draft_folder(folder, smollm2)
+    assert json.loads((folder / "config.json").read_text())["architectures"] == [architecture]
+    assert config.input_module == input_module
+    assert (folder / "model.safetensors").stat().st_size < MAX_BYTES
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        weights = [f.get_tensor(k) for k in f.keys() if k not in ("d2t", "t2d")]
+    assert weights and all(w.dtype == torch.bfloat16 for w in weights)
+    card = (folder / "README.md").read_text()
+    assert "benchmarks/smollm2_drafts.sh" in card and "SmolLM2-135M-Instruct" in card
+
+
+def test_edsd_draft_reads_the_edselect_layers_and_eagle3_the_sglang_default():
+    chosen = json.loads(EDSELECT.read_text())["selected_layer_ids"]
+    edsd = json.loads((shipped_draft(SMOLLM2_EDSD) / "config.json").read_text())
+    eagle3 = json.loads((shipped_draft(SMOLLM2_EAGLE3) / "config.json").read_text())
+    assert edsd["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == chosen
+    num_layers = edsd["edsd_config"]["target"]["num_hidden_layers"]
+    assert eagle3["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == [1, num_layers // 2 - 1, num_layers - 4]
+
+
+def test_demo_serves_the_shipped_edsd_draft():
+    assert default_draft() == shipped_draft(SMOLLM2_EDSD)
+
+
+def test_a_missing_shipped_draft_is_a_clear_error():
+    with pytest.raises(FileNotFoundError, match="no shipped draft 'nope'.*smollm2_drafts.sh"):
+        shipped_draft("nope")
