@@ -1,5 +1,5 @@
 """`sglang-edsd` command line: model assets, the drafter toolkit (select, prepare,
-regenerate, vocab, capture, train, export), draft checks and the CPU demo.
+regenerate, vocab, capture, train, export, evaluate), draft checks and the CPU demo.
 
 Every subcommand takes `--config FILE` (JSON or TOML): its keys are the subcommand's option
 names (`layer_ids` or `layer-ids`), they replace the defaults, and flags given on the
@@ -105,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
         vocab_main,
     )
     from sglang_edsd.edtrain.command import (
+        add_evaluate_arguments,
         add_export_arguments,
         add_train_arguments,
+        evaluate_main,
         export_main,
         train_main,
     )
@@ -131,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", "EDTrain a draft from a capture (recipes: edsd, eagle3; ablation flags)",
          add_train_arguments, train_main),
         ("export", "write a trained run as a draft folder SGLang serves", add_export_arguments, export_main),
+        ("evaluate", "per-step top-1 agreement of a trained run on held-out captured data",
+         add_evaluate_arguments, evaluate_main),
         ("prompts", "benchmark prompt sets (MT-Bench, HumanEval, GSM8K, Alpaca, summarisation) or your own, as jsonl",
          add_prompts_arguments, prompts_main),
         ("decontaminate", "drop training conversations that contain an evaluation prompt, listing what was removed",

@@ -153,3 +153,33 @@ def test_config_file_sets_defaults_and_rejects_unknown_keys(tiny_capture, tmp_pa
     bad.write_text(json.dumps({"epochz": 3}))
     with pytest.raises(SystemExit, match="unknown option.*epochz"):
         main(["train", "--config", str(bad), "--capture", "x", "--out", "y"])
+
+
+def test_evaluate_scores_a_run_on_captured_data(tiny_capture, tmp_path, capsys) -> None:
+    from sglang_edsd.cli import main
+    from sglang_edsd.edtrain.evaluate import evaluate_run
+
+    trained, early = tmp_path / "trained", tmp_path / "early"
+    train(_cfg(), tiny_capture["capture"], trained, progress=False, export=False)
+    train(_cfg(), tiny_capture["capture"], early, progress=False, export=False, stop_after_steps=1)
+    full = evaluate_run(trained, tiny_capture["capture"], progress=False)
+    first = evaluate_run(trained, tiny_capture["capture"], steps=1, progress=False)
+    assert full["steps"] == 3 and first["agreement_per_step"] == full["agreement_per_step"][:1]
+    assert full["agreement_per_step"][0] > evaluate_run(early, tiny_capture["capture"], progress=False)[
+        "agreement_per_step"][0]
+    a = full["agreement_per_step"]
+    assert full["tau_proxy"] == pytest.approx(1 + a[0] + a[0] * a[1] + a[0] * a[1] * a[2])
+
+    partial = tmp_path / "capture-1-4"
+    capture(tiny_capture["target"], tiny_capture["work"] / "tokens.jsonl", partial, [1, 4], dtype="float32",
+            progress=False)
+    with pytest.raises(TrainConfigError, match=r"lacks layer ids \[3\]"):
+        evaluate_run(trained, partial, progress=False)
+
+    main(["evaluate", "--run", str(trained), "--capture", str(tiny_capture["capture"]), "--out",
+          str(tmp_path / "eval.json"), "--no-progress"])
+    assert "tau proxy" in capsys.readouterr().out
+    assert json.loads((tmp_path / "eval.json").read_text())["agreement_per_step"] == full["agreement_per_step"]
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--run", str(tmp_path / "none"), "--capture", str(tiny_capture["capture"])])
+    assert e.value.code == 2

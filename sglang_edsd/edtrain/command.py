@@ -1,9 +1,11 @@
-"""`sglang-edsd train` and `sglang-edsd export`."""
+"""`sglang-edsd train`, `sglang-edsd export` and `sglang-edsd evaluate`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from sglang_edsd.edtrain.recipes import RECIPES, TrainConfig, TrainConfigError, recipe
 
@@ -89,3 +91,28 @@ def export_main(args: argparse.Namespace) -> None:
     except (ExportError, DraftConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run folder of `sglang-edsd train`")
+    p.add_argument("--capture", required=True, help="capture of held-out data holding the run's layers")
+    p.add_argument("--steps", type=int, help="TTT steps to score (default: the run's S_max)")
+    p.add_argument("--target", help="target folder (default: the one recorded in the capture)")
+    p.add_argument("--out", help="also write the result as JSON here")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def evaluate_main(args: argparse.Namespace) -> None:
+    from sglang_edsd.capture import CaptureError
+    from sglang_edsd.edtrain.evaluate import evaluate_run
+
+    try:
+        result = evaluate_run(args.run, args.capture, steps=args.steps, target_path=args.target,
+                              progress=not args.no_progress)
+    except (TrainConfigError, CaptureError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{args.run} on {args.capture} ({result['samples']} samples): top-1 agreement per step "
+          f"{[round(a, 3) for a in result['agreement_per_step']]}, tau proxy {result['tau_proxy']:.3f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
