@@ -46,6 +46,26 @@ sglang-edsd train "${COMMON[@]}" --out "$W/run-eagle3" --recipe eagle3
 for run in edsd eagle3 edarch-plain; do
     mkdir -p "$R/run-$run"
     cp "$W/run-$run"/{history.jsonl,curves.png,summary.json} "$R/run-$run/"
+    sglang-edsd evaluate --run "$W/run-$run" --capture "$W/capture" --out "$R/run-$run/train-eval.json"
 done
 sglang-edsd export --run "$W/run-edsd" --out "$SHIP/smollm2-135m-instruct-edsd" --dtype bfloat16 --target "$T"
 sglang-edsd export --run "$W/run-eagle3" --out "$SHIP/smollm2-135m-instruct-eagle3" --dtype bfloat16 --target "$T"
+
+# 6. held-out check: 32 other ShareGPT conversations through the same pipeline; per-step agreement
+H="$W/heldout"
+mkdir -p "$H"
+sglang-edsd subset --data "$(sglang-edsd fetch-sharegpt)" --out "$H/subset.jsonl" --num 32 --seed 1 \
+    --max-user-chars 1200 --max-user-turns 1 --exclude "$W/subset-clean.jsonl"
+sglang-edsd regenerate --data "$H/subset.jsonl" --out "$H/regen.jsonl" --local "$T" --batch-size 32 --max-tokens 256
+sglang-edsd prepare --target "$T" --data "$H/regen.jsonl" --out "$H/tokens.jsonl"
+sglang-edsd capture --target "$T" --data "$H/tokens.jsonl" --out "$H/capture" --layer-ids 0 1 14 26
+for run in edsd edarch-plain eagle3; do
+    sglang-edsd evaluate --run "$W/run-$run" --capture "$H/capture" --out "$R/run-$run/heldout-eval.json"
+done
+
+# 7. ablation (EDSelect's layers vs SGLang's default mid/high layers, same EDFuse and EDTrain)
+mkdir -p "$R/run-edsd-layers14-26"
+sglang-edsd train "${COMMON[@]}" --out "$W/run-edsd-layers14-26" --recipe edsd --layer-ids 14 26 --no-export
+sglang-edsd evaluate --run "$W/run-edsd-layers14-26" --capture "$H/capture" \
+    --out "$R/run-edsd-layers14-26/heldout-eval.json"
+cp "$W/run-edsd-layers14-26"/{history.jsonl,curves.png,summary.json} "$R/run-edsd-layers14-26/"

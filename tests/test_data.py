@@ -444,6 +444,12 @@ def test_subset_filters_cuts_and_counts_rejections(tmp_path):
     for reason in ("malformed record", "does not start with a user turn", "longer than 40", "ASCII"):
         assert reason in str(e.value)
 
+    # held-out draws: --exclude drops the ids of another chat file (e.g. the training subset)
+    train = _write_jsonl(tmp_path / "train.jsonl", [{"id": "c0", "messages": [{"role": "user", "content": "q"}]}])
+    command.subset_main(argparse.Namespace(data=str(src), out=str(tmp_path / "held.jsonl"), num=1, seed=0,
+                                           max_user_turns=2, max_user_chars=40, min_ascii=0.95, exclude=[str(train)]))
+    assert [json.loads(line)["id"] for line in (tmp_path / "held.jsonl").read_text().splitlines()] == ["c5"]
+
 
 def test_load_conversations_can_list_malformed_records_instead_of_stopping(tmp_path):
     src = tmp_path / "chats.jsonl"

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sglang_edsd.data.chat import DataError
+from sglang_edsd.data.chat import DataError, load_conversations
 
 
 def _fail(e: Exception) -> None:
@@ -57,7 +57,7 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 def prepare_main(args: argparse.Namespace) -> int:
     """Entry point for `sglang-edsd prepare`."""
-    from sglang_edsd.data.chat import build_token_dataset, load_conversations
+    from sglang_edsd.data.chat import build_token_dataset
 
     try:
         stats = build_token_dataset(load_conversations(args.data), _tokenizer(args.target), args.out,
@@ -175,6 +175,9 @@ def add_subset_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--max-user-turns", type=int, default=2, help="keep at most this many user turns (+ answers)")
     parser.add_argument("--max-user-chars", type=int, default=4000, help="reject longer user turns")
     parser.add_argument("--min-ascii", type=float, default=0.95, help="reject user text with less ASCII than this")
+    parser.add_argument("--exclude", metavar="CHATS", action="append", default=[],
+                        help="skip conversations whose id appears in this chat file (e.g. a training subset, "
+                             "to draw held-out data); repeatable")
     return parser
 
 
@@ -183,8 +186,9 @@ def subset_main(args: argparse.Namespace) -> int:
     from sglang_edsd.data.subset import chat_subset
 
     try:
+        exclude = {conv.id for path in args.exclude for conv in load_conversations(path)}
         stats = chat_subset(args.data, args.out, args.num, seed=args.seed, max_user_turns=args.max_user_turns,
-                            max_user_chars=args.max_user_chars, min_ascii=args.min_ascii)
+                            max_user_chars=args.max_user_chars, min_ascii=args.min_ascii, exclude_ids=exclude)
     except DataError as e:
         _fail(e)
     print(f"wrote {args.out}: kept {stats['kept']} of {stats['examined']} examined; rejected {stats['rejected']}")
