@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from sglang_edsd.assets import smollm2_path
-from sglang_edsd.launcher import Server, cpu_args, launch, spec_args
+from sglang_edsd.data.append_log import append_records, read_append_log
+from sglang_edsd.demo import Answer, ask
+from sglang_edsd.launcher import cpu_args, launch, spec_args
 from sglang_edsd.prompts import load_prompts
 
 TASKS = ("mt_bench", "humaneval", "gsm8k", "alpaca", "summarization")
@@ -62,31 +63,9 @@ def select_prompts(prompt_dir: str, tasks: list[str], per_task: int) -> list[dic
     return chosen
 
 
-def ask(server: Server, prompt: str, max_tokens: int) -> dict[str, Any]:
-    import openai
-
-    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=1800)
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    resp = client.chat.completions.create(
-        model="default", messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=max_tokens,
-        extra_body={"return_spec_tokens_details": True})
-    seconds, client_cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    spec = ((resp.model_extra or {}).get("sglext") or {}).get("spec_tokens_details") or {}
-    return {"text": resp.choices[0].message.content, "completion_tokens": resp.usage.completion_tokens,
-            "prompt_tokens": resp.usage.prompt_tokens, "seconds": seconds, "client_cpu_s": client_cpu,
-            "verify_ct": spec.get("spec_verify_ct"), "accept_length": spec.get("spec_accept_length"),
-            "finish_reason": resp.choices[0].finish_reason}
-
-
 def _done(partial: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    if not partial.exists():
-        return {}
-    data = partial.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    if keep < len(data):  # a line cut by a kill
-        with partial.open("r+b") as f:
-            f.truncate(keep)
-    rows = [json.loads(line) for line in data[:keep].decode().splitlines() if line.strip()]
+    """Finished requests of an interrupted run, by (config, prompt id)."""
+    rows = read_append_log(partial, "benchmark record", ("config", "id"))
     return {(r["config"], r["id"]): r for r in rows}
 
 
@@ -102,10 +81,12 @@ def run_config(cfg: dict[str, Any], base: list[str], prompts: list[dict[str, Any
         for prompt in WARMUP:
             ask(server, prompt, 16)
         for p in tqdm(todo, desc=cfg["name"], unit="req"):
-            row = {"config": cfg["name"], "id": p["id"], "task": p["task"], **ask(server, p["prompt"], max_tokens)}
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
+            row = {"config": cfg["name"], "id": p["id"], "task": p["task"], **_fields(ask(server, p["prompt"], max_tokens))}
+            append_records(out, [row])
+
+
+def _fields(answer: Answer) -> dict[str, Any]:
+    return {k: v for k, v in asdict(answer).items() if k != "prompt"}
 
 
 def _tau(rows: list[dict[str, Any]]) -> float | None:

@@ -39,7 +39,11 @@ class Answer:
     text: str
     completion_tokens: int
     seconds: float
-    accept_length: float | None
+    accept_length: float | None  # SGLang's spec_accept_length; None without speculation
+    verify_ct: int = 0  # verify rounds (spec_verify_ct); 0 without speculation
+    prompt_tokens: int = 0
+    client_cpu_s: float = 0.0  # this process's CPU time during the request (the client shares the cores)
+    finish_reason: str = ""
 
     @property
     def tokens_per_s(self) -> float:
@@ -51,19 +55,22 @@ def default_draft() -> Path:
     return shipped_draft(SMOLLM2_EDSD)
 
 
-def _ask(server: Server, prompt: str, max_tokens: int) -> Answer:
+def ask(server: Server, prompt: str, max_tokens: int) -> Answer:
+    """One greedy chat request through the official `openai` client, with SGLang's speculative stats."""
     import openai
 
     client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused")
-    t0 = time.perf_counter()
+    cpu0, t0 = time.process_time(), time.perf_counter()
     resp = client.chat.completions.create(
         model="default", messages=[{"role": "user", "content": prompt}], temperature=0,
         max_tokens=max_tokens, extra_body={"return_spec_tokens_details": True},
     )
-    seconds = time.perf_counter() - t0
+    seconds, client_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     spec = ((resp.model_extra or {}).get("sglext") or {}).get("spec_tokens_details")
-    accept = spec.get("spec_accept_length") if isinstance(spec, dict) and spec.get("spec_verify_ct") else None
-    return Answer(prompt, resp.choices[0].message.content, resp.usage.completion_tokens, seconds, accept)
+    verify = int(spec.get("spec_verify_ct") or 0) if isinstance(spec, dict) else 0
+    accept = spec.get("spec_accept_length") if verify else None
+    return Answer(prompt, resp.choices[0].message.content, resp.usage.completion_tokens, seconds, accept, verify,
+                  resp.usage.prompt_tokens, client_cpu, str(resp.choices[0].finish_reason))
 
 
 def _serve_and_ask(name: str, model: Path, args: list[str], prompts: list[str], max_tokens: int,
@@ -71,8 +78,8 @@ def _serve_and_ask(name: str, model: Path, args: list[str], prompts: list[str], 
     print(f"\n[{name}] starting SGLang: {' '.join(args)}", flush=True)
     with launch(model, args, log_path=log_dir / f"{name}.log") as server:
         print(f"[{name}] ready in {server.started_s:.0f}s; warm-up request (not timed)", flush=True)
-        _ask(server, "Hello!", 8)
-        answers = [_ask(server, p, max_tokens) for p in tqdm(prompts, desc=name, unit="req")]
+        ask(server, "Hello!", 8)
+        answers = [ask(server, p, max_tokens) for p in tqdm(prompts, desc=name, unit="req")]
         return answers, server.started_s
 
 

@@ -29,8 +29,8 @@ from sglang_edsd.prompts.command import (
 )
 from sglang_edsd.prompts.sources import (
     ALPACA_MEMBER,
-    LLAMAFACTORY,
     C4_MIN_CHARS,
+    LLAMAFACTORY,
     SUMMARY_MAX_CHARS,
     read_member,
 )

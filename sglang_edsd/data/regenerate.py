@@ -10,8 +10,6 @@ output, so a killed run loses only the conversations that were in flight.
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import time
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -20,6 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from sglang_edsd.data.append_log import append_records, read_append_log
 from sglang_edsd.data.chat import Conversation, DataError, load_conversations
 
 RETRIES = 3
@@ -28,22 +27,7 @@ RETRY_BACKOFF_S = 1.0  # doubled after each failed attempt
 
 def _finished_ids(out_path: Path) -> set[str]:
     """Ids already in the output; a last line cut short by a kill is removed from the file."""
-    if not out_path.exists():
-        return set()
-    data = out_path.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    if keep < len(data):  # every line is written ending in "\n": a tail without one is partial
-        with out_path.open("r+b") as f:
-            f.truncate(keep)
-    done = set()
-    for line_no, line in enumerate(data[:keep].decode("utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                done.add(json.loads(line)["id"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise DataError(f"{out_path}:{line_no}: not a regenerated record; "
-                                "fix or remove the file before resuming") from None
-    return done
+    return {r["id"] for r in read_append_log(out_path, "regenerated record", ("id",))}
 
 
 def _prepare(conv: Conversation, system_prompt: str | None) -> list[dict[str, str]]:
@@ -128,9 +112,7 @@ def regenerate(
                     except Exception as e:
                         stats["failed"].append((conv_id, f"{type(e).__name__}: {e}"))
                     else:
-                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                        out.flush()
-                        os.fsync(out.fileno())
+                        append_records(out, [record])
                         stats["done"] += 1
                     bar.update()
 

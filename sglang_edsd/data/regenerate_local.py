@@ -10,8 +10,6 @@ turns are answered, so a kill loses at most one batch.
 from __future__ import annotations
 
 import itertools
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from sglang_edsd.data.append_log import append_records
 from sglang_edsd.data.chat import DataError, load_conversations
 from sglang_edsd.data.regenerate import _finished_ids, _prepare
 
@@ -159,9 +158,7 @@ def regenerate_local(
             batch = todo[start:start + batch_size]
             records, failures = _answer_batch(tokenizer, model, batch, max_tokens, temperature, max_context)
             stats["failed"].extend(failures)
-            out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-            out.flush()
-            os.fsync(out.fileno())
+            append_records(out, records)
             stats["done"] += len(records)
             bar.update(len(batch))
     return stats

@@ -21,7 +21,7 @@ from sglang_edsd.edtrain.checkpoint import load_checkpoint
 from sglang_edsd.edtrain.model import EDSDTrainDraft
 from sglang_edsd.edtrain.recipes import TrainConfig, TrainConfigError
 from sglang_edsd.edtrain.target_head import TargetHead
-from sglang_edsd.edtrain.trainer import _sample_loss
+from sglang_edsd.edtrain.trainer import Supervision, add_step_stats, new_stats, sample_loss
 
 
 def evaluate_run(run_dir: str | Path, capture_dir: str | Path, *, steps: int | None = None,
@@ -39,27 +39,20 @@ def evaluate_run(run_dir: str | Path, capture_dir: str | Path, *, steps: int | N
         raise TrainConfigError(f"capture {capture_dir} lacks layer ids {missing} the run reads "
                                f"(it has {reader.layer_ids}); capture them for the evaluation data")
     head = TargetHead.load(Path(target_path or reader.manifest["target_path"])).to(device)
-    d2t = state["draft_to_target"].to(device)
+    sup = Supervision.build(head, state["draft_to_target"].to(device), reader.target.vocab_size)
     model = EDSDTrainDraft(EDSDDraftConfig.from_hf_dict(state["draft_config"], source=f"{run_dir} checkpoint"))
     model.load_state_dict(state["model"])
     model.to(device).eval()
-    lm_rows = head.restricted(d2t)
-    in_vocab = torch.zeros(reader.target.vocab_size, dtype=torch.bool, device=device)
-    in_vocab[d2t] = True
-    correct, scored, loss_sum, trained = [0] * steps, [0] * steps, [0.0] * steps, [0] * steps
+    stats = new_stats(steps)
     with torch.no_grad():
         for i in tqdm(range(len(reader)), desc="evaluate", unit="sample", disable=not progress):
-            _, step_stats = _sample_loss(model, reader[i], cfg, head, lm_rows, in_vocab, d2t, 0.0, steps, device)
-            for k, s in enumerate(step_stats):
-                correct[k] += s.correct
-                scored[k] += s.scored
-                loss_sum[k] += float(s.loss) * s.tokens
-                trained[k] += s.tokens
-    agreement = [c / max(s, 1) for c, s in zip(correct, scored)]
+            add_step_stats(stats, sample_loss(model, reader[i], cfg, sup, 0.0, steps, device)[1])
+    agreement = [c / max(s, 1) for c, s in zip(stats["correct"], stats["scored"])]
     tau_proxy, chain = 1.0, 1.0
     for a in agreement:
         chain *= a
         tau_proxy += chain
     return {"run": str(run_dir), "capture": str(capture_dir), "samples": len(reader), "steps": steps,
-            "agreement_per_step": agreement, "loss_per_step": [s / max(t, 1) for s, t in zip(loss_sum, trained)],
-            "scored_per_step": scored, "tau_proxy": tau_proxy}
+            "agreement_per_step": agreement,
+            "loss_per_step": [s / max(t, 1) for s, t in zip(stats["loss_sum"], stats["trained"])],
+            "scored_per_step": stats["scored"], "tau_proxy": tau_proxy}

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +79,35 @@ def _setup_distributed(device: str) -> tuple[int, int]:
     return dist.get_rank(), world
 
 
-def _new_stats(steps: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Supervision:
+    """What turns a captured sample into labels, built once per run: the frozen target head,
+    its lm_head rows for the draft vocabulary, and which target ids the draft can propose."""
+
+    head: TargetHead
+    d2t: torch.Tensor
+    lm_rows: torch.Tensor
+    in_vocab: torch.Tensor
+
+    @classmethod
+    def build(cls, head: TargetHead, d2t: torch.Tensor, vocab_size: int) -> Supervision:
+        in_vocab = torch.zeros(vocab_size, dtype=torch.bool, device=d2t.device)
+        in_vocab[d2t] = True
+        return cls(head, d2t, head.restricted(d2t), in_vocab)
+
+
+def new_stats(steps: int) -> dict[str, Any]:
     return {"samples": 0, "tokens": 0, "seconds": 0.0, "loss_sum": [0.0] * steps, "trained": [0] * steps,
             "correct": [0] * steps, "scored": [0] * steps}
+
+
+def add_step_stats(stats: dict[str, Any], step_stats: list) -> None:
+    """Add one sample's per-step loss and agreement counts to `stats` (see `new_stats`)."""
+    for k, s in enumerate(step_stats):
+        stats["loss_sum"][k] += float(s.loss.detach()) * s.tokens
+        stats["trained"][k] += s.tokens
+        stats["correct"][k] += s.correct
+        stats["scored"][k] += s.scored
 
 
 def _reduce_stats(stats: dict[str, Any], world: int) -> dict[str, Any]:
@@ -137,11 +163,9 @@ def train(cfg: TrainConfig, capture_dir: str | Path, out_dir: str | Path, *, tar
                            draft_vocab_size=cfg.draft_vocab_size, token_layernorm=cfg.token_layernorm,
                            input_module=cfg.input_module)
     dcfg.check_target(TargetInfo.from_path(target_path))
-    head = head.to(device)
-    d2t_dev = d2t.to(device)
-    lm_rows = head.restricted(d2t_dev)  # the draft's lm_head init and the soft labels' support
+    sup = Supervision.build(head.to(device), d2t.to(device), reader.target.vocab_size)
     model = EDSDTrainDraft(dcfg)
-    model.init_from_target(lm_rows, head.norm_weight, cfg.seed)
+    model.init_from_target(sup.lm_rows, sup.head.norm_weight, cfg.seed)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     epoch, pos, history, stats = 0, 0, [], None
@@ -150,8 +174,6 @@ def train(cfg: TrainConfig, capture_dir: str | Path, out_dir: str | Path, *, tar
         opt.load_state_dict(state["optimizer"])
         epoch, pos, history, stats = state["epoch"], state["position"], state["history"], state["stats"]
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    in_vocab = torch.zeros(reader.target.vocab_size, dtype=torch.bool, device=device)
-    in_vocab[d2t_dev] = True
 
     def snapshot(e: int, p: int, s: dict[str, Any] | None) -> None:
         if rank == 0:
@@ -165,7 +187,7 @@ def train(cfg: TrainConfig, capture_dir: str | Path, out_dir: str | Path, *, tar
         p_t = mask_percent(epoch, cfg.epochs, cfg.gamma) if cfg.mask_p else 0.0
         n_t = num_steps(epoch, cfg.epochs, cfg.s_max) if cfg.step_n else cfg.s_max
         order = epoch_order(len(reader), world, cfg.seed, epoch)[rank]
-        stats = stats or _new_stats(n_t)
+        stats = stats or new_stats(n_t)
         bar = tqdm(total=len(order), initial=pos, desc=f"epoch {epoch + 1}/{cfg.epochs} (p={p_t:g}%, n={n_t})",
                    disable=not progress or rank != 0, unit="sample")
         while pos < len(order):
@@ -173,7 +195,7 @@ def train(cfg: TrainConfig, capture_dir: str | Path, out_dir: str | Path, *, tar
             last_micro = (pos + 1) % cfg.grad_accum == 0 or pos + 1 == len(order)
             sample = reader[order[pos]]
             with (nullcontext() if last_micro or world == 1 else ddp.no_sync()):
-                loss, step_stats = _sample_loss(ddp, sample, cfg, head, lm_rows, in_vocab, d2t_dev, p_t, n_t, device)
+                loss, step_stats = sample_loss(ddp, sample, cfg, sup, p_t, n_t, device)
                 (loss / cfg.grad_accum).backward()
             if last_micro:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -185,11 +207,7 @@ def train(cfg: TrainConfig, capture_dir: str | Path, out_dir: str | Path, *, tar
             stats["samples"] += 1
             stats["tokens"] += n_tok
             stats["seconds"] += time.perf_counter() - t0
-            for k, s in enumerate(step_stats):
-                stats["loss_sum"][k] += float(s.loss.detach()) * s.tokens
-                stats["trained"][k] += s.tokens
-                stats["correct"][k] += s.correct
-                stats["scored"][k] += s.scored
+            add_step_stats(stats, step_stats)
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             if last_micro and pos < len(order):
@@ -220,18 +238,18 @@ def train(cfg: TrainConfig, capture_dir: str | Path, out_dir: str | Path, *, tar
     return summary
 
 
-def _sample_loss(model: torch.nn.Module, sample: dict[str, Any], cfg: TrainConfig, head: TargetHead,
-                 lm_rows: torch.Tensor, in_vocab: torch.Tensor, d2t: torch.Tensor, p_t: float, n_t: int,
-                 device: str) -> tuple[torch.Tensor, list]:
+def sample_loss(model: torch.nn.Module, sample: dict[str, Any], cfg: TrainConfig, sup: Supervision, p_t: float,
+                n_t: int, device: str) -> tuple[torch.Tensor, list]:
+    """The weighted TTT loss of one captured sample and its per-step stats (training and evaluation)."""
     n = min(int(sample["input_ids"].shape[0]), cfg.max_length)
     ids = sample["input_ids"][:n].to(device)
     features = torch.cat([sample["hidden"][i][:n] for i in cfg.layer_ids], dim=-1).to(device, torch.float32)
     with torch.no_grad():
-        target_logits = head.final_norm(sample["final_hidden"][:n].to(device)) @ lm_rows.T
+        target_logits = sup.head.final_norm(sample["final_hidden"][:n].to(device)) @ sup.lm_rows.T
     labels = make_labels(target_logits, sample["loss_mask"][:n].to(device), sample["entropy"][:n].to(device),
-                         sample["target_top1"][:n].to(device), in_vocab, p_t)
-    logits = model(features, ids, head.embed, n_t)
-    return unroll_loss(logits, labels, d2t, cfg.step_weight)
+                         sample["target_top1"][:n].to(device), sup.in_vocab, p_t)
+    logits = model(features, ids, sup.head.embed, n_t)
+    return unroll_loss(logits, labels, sup.d2t, cfg.step_weight)
 
 
 def _check_resume(state: dict[str, Any], cfg: TrainConfig, world: int, out: Path) -> None:
