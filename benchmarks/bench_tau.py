@@ -103,10 +103,13 @@ def _tps(rows: list[dict[str, Any]]) -> float:
 def summarize(cfgs: list[dict[str, Any]], prompts: list[dict[str, Any]], partial: Path,
               tasks: list[str]) -> dict[str, Any]:
     done = _done(partial)
-    base = {p["id"]: done[("none", p["id"])] for p in prompts}
+    base = {p["id"]: done[("none", p["id"])] for p in prompts if ("none", p["id"]) in done}
     result: dict[str, Any] = {}
     for cfg in cfgs:
-        rows = [done[(cfg["name"], p["id"])] for p in prompts if (cfg["name"], p["id"]) in done]
+        # A partial run compares only prompts that both this config and the baseline finished.
+        rows = [done[(cfg["name"], p["id"])] for p in prompts if (cfg["name"], p["id"]) in done and p["id"] in base]
+        if not rows:
+            continue
         ids = {r["id"] for r in rows}
         per_task = {}
         for task in tasks:
@@ -129,12 +132,23 @@ def summarize(cfgs: list[dict[str, Any]], prompts: list[dict[str, Any]], partial
     return result
 
 
+def _complete(result: dict[str, Any], cfgs: list[dict[str, Any]], n_main: int, n_sweep: int) -> bool:
+    return all(c["name"] in result and result[c["name"]]["prompts"] == (n_sweep if c["sweep"] else n_main)
+               for c in cfgs)
+
+
 def print_table(result: dict[str, Any], tasks: list[str]) -> None:
-    head = f"{'config':14s}" + "".join(f"{t[:11]:>12s}" for t in tasks) + f"{'mean tau':>10s}{'tok/s':>8s}{'speedup':>9s}"
-    print(head)
+    """Markdown: tau per task and its mean, output tokens/s and speedup over the same prompts."""
+    def cell(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    print("| config | steps | prompts | " + " | ".join(f"tau {t}" for t in tasks)
+          + " | mean tau | tok/s | speedup | outputs != none |")
+    print("|---" * (len(tasks) + 7) + "|")
     for name, r in result.items():
-        cells = "".join(f"{(r['per_task'].get(t, {}).get('tau') or 0):12.3f}" for t in tasks)
-        print(f"{name:14s}{cells}{(r['mean_tau'] or 0):10.3f}{r['tokens_per_s']:8.2f}{r['speedup']:9.3f}")
+        taus = " | ".join(cell(r["per_task"].get(t, {}).get("tau")) for t in tasks)
+        print(f"| {name} | {r['steps']} | {r['prompts']} | {taus} | {cell(r['mean_tau'])} | {r['tokens_per_s']:.2f} "
+              f"| {r['speedup']:.3f} | {r['outputs_differing_from_none']} |")
 
 
 def plot(result: dict[str, Any], tasks: list[str], path: Path) -> None:
@@ -176,6 +190,8 @@ def main() -> None:
                    help="extra EDSD chain depths, run on --sweep-per-task prompts of each task")
     p.add_argument("--sweep-per-task", type=int, default=8)
     p.add_argument("--max-total-tokens", type=int, default=16384)
+    p.add_argument("--summarize-only", action="store_true",
+                   help="start no server: table, JSON and PNG of what the partial log holds")
     args = p.parse_args()
 
     out = Path(args.out)
@@ -186,13 +202,19 @@ def main() -> None:
     sweep = [p for task in args.tasks for p in [q for q in prompts if q["task"] == task][:args.sweep_per_task]]
     base = cpu_args("float32", max_total_tokens=args.max_total_tokens)
     cfgs = configs(args)
-    for cfg in cfgs:
-        run_config(cfg, base, sweep if cfg["sweep"] else prompts, partial, args.max_tokens, log_dir)
+    if not args.summarize_only:
+        # Task by task, every main config on a task before the next task: an interrupted run
+        # leaves whole tasks compared side by side, then the depth sweep.
+        for task in args.tasks:
+            for cfg in (c for c in cfgs if not c["sweep"]):
+                run_config(cfg, base, [q for q in prompts if q["task"] == task], partial, args.max_tokens, log_dir)
+        for cfg in (c for c in cfgs if c["sweep"]):
+            run_config(cfg, base, sweep, partial, args.max_tokens, log_dir)
     result = summarize(cfgs, prompts, partial, args.tasks)
     print_table(result, args.tasks)
     report = {"model": str(smollm2_path()), "base_server_args": base, "max_tokens": args.max_tokens,
               "num_per_task": args.num_per_task, "sweep_per_task": args.sweep_per_task, "batch_size": 1,
-              "temperature": 0, "configs": result}
+              "temperature": 0, "complete": _complete(result, cfgs, len(prompts), len(sweep)), "configs": result}
     out.write_text(json.dumps(report, indent=2) + "\n")
     plot(result, args.tasks, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
