@@ -9,7 +9,8 @@ over the same prompts without speculation, measured in the same run. In float32 
 speculative answer must equal the no-speculation one: the JSON counts mismatches.
 
 Each finished request is appended (fsynced) to `<out>.partial.jsonl`; a rerun skips finished
-requests, so a killed run resumes. Usage (the README's table):
+requests, so a killed run resumes; while `<out>.pause` exists no new request starts, so other
+work on the machine can run between timed requests. Usage (the README's table):
 
     sglang-edsd prompts --out artifacts/prompts
     python benchmarks/bench_tau.py --prompts artifacts/prompts --out benchmarks/results/smollm2-tau.json \\
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,14 @@ def _done(partial: Path) -> dict[tuple[str, str], dict[str, Any]]:
     return {(r["config"], r["id"]): r for r in rows}
 
 
+def _wait_while_paused(partial: Path) -> None:
+    """Hold the next request while `<out>.pause` exists: other work on the machine (a test run)
+    then happens between timed requests, never inside one."""
+    flag = partial.with_name(partial.name.replace(".partial.jsonl", ".pause"))
+    while flag.exists():
+        time.sleep(5)
+
+
 def run_config(cfg: dict[str, Any], base: list[str], prompts: list[dict[str, Any]], partial: Path,
                max_tokens: int, log_dir: Path) -> None:
     done = _done(partial)
@@ -81,6 +91,7 @@ def run_config(cfg: dict[str, Any], base: list[str], prompts: list[dict[str, Any
         for prompt in WARMUP:
             ask(server, prompt, 16)
         for p in tqdm(todo, desc=cfg["name"], unit="req"):
+            _wait_while_paused(partial)
             row = {"config": cfg["name"], "id": p["id"], "task": p["task"], **_fields(ask(server, p["prompt"], max_tokens))}
             append_records(out, [row])
 
