@@ -3,8 +3,8 @@
 Every configuration runs the same prompts through the official `openai` client at batch size
 1 (one request at a time), greedy, with identical base server flags (recorded in the JSON).
 Servers run one after another so they never share the 2 cores; two warm-up requests per
-server are excluded. tau per task is SGLang's accept length averaged over verify steps (each
-request's `spec_accept_length` weighted by its `spec_verify_ct`). Speedup is output tokens/s
+server are excluded. tau per task is accepted draft tokens + 1 per verify step, summed over the
+task's requests (SGLang's `spec_num_correct_drafts` and `spec_verify_ct`). Speedup is output tokens/s
 over the same prompts without speculation, measured in the same run. In float32 every
 speculative answer must equal the no-speculation one: the JSON counts mismatches.
 
@@ -92,7 +92,8 @@ def run_config(cfg: dict[str, Any], base: list[str], prompts: list[dict[str, Any
             ask(server, prompt, 16)
         for p in tqdm(todo, desc=cfg["name"], unit="req"):
             _wait_while_paused(partial)
-            row = {"config": cfg["name"], "id": p["id"], "task": p["task"], **_fields(ask(server, p["prompt"], max_tokens))}
+            answer = _fields(ask(server, p["prompt"], max_tokens))
+            row = {"config": cfg["name"], "id": p["id"], "task": p["task"], **answer}
             append_records(out, [row])
 
 
@@ -101,10 +102,10 @@ def _fields(answer: Answer) -> dict[str, Any]:
 
 
 def _tau(rows: list[dict[str, Any]]) -> float | None:
-    verify = sum(r["verify_ct"] or 0 for r in rows)
-    if not verify:
-        return None
-    return sum((r["accept_length"] or 0) * (r["verify_ct"] or 0) for r in rows) / verify
+    """Accepted draft tokens + 1 per verify, over all verifies (conventions.md). SGLang's own
+    spec_accept_length divides completion tokens by verifies, which also counts the prefill's token."""
+    verify = sum(r["verify_ct"] for r in rows)
+    return 1 + sum(r["correct_drafts"] for r in rows) / verify if verify else None
 
 
 def _tps(rows: list[dict[str, Any]]) -> float:

@@ -41,6 +41,7 @@ class Answer:
     seconds: float
     accept_length: float | None  # SGLang's spec_accept_length; None without speculation
     verify_ct: int = 0  # verify rounds (spec_verify_ct); 0 without speculation
+    correct_drafts: int = 0  # draft tokens the target accepted (spec_num_correct_drafts)
     prompt_tokens: int = 0
     client_cpu_s: float = 0.0  # this process's CPU time during the request (the client shares the cores)
     finish_reason: str = ""
@@ -69,8 +70,9 @@ def ask(server: Server, prompt: str, max_tokens: int) -> Answer:
     spec = ((resp.model_extra or {}).get("sglext") or {}).get("spec_tokens_details")
     verify = int(spec.get("spec_verify_ct") or 0) if isinstance(spec, dict) else 0
     accept = spec.get("spec_accept_length") if verify else None
+    correct = int(spec.get("spec_num_correct_drafts") or 0) if verify else 0
     return Answer(prompt, resp.choices[0].message.content, resp.usage.completion_tokens, seconds, accept, verify,
-                  resp.usage.prompt_tokens, client_cpu, str(resp.choices[0].finish_reason))
+                  correct, resp.usage.prompt_tokens, client_cpu, str(resp.choices[0].finish_reason))
 
 
 def _serve_and_ask(name: str, model: Path, args: list[str], prompts: list[str], max_tokens: int,

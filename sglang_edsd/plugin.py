@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 
 def register() -> None:
-    """Enable CPU support if needed, register EDSD and its draft model, register patches."""
+    """Enable CPU support if needed, register EDSD and its draft model, register patches (and EASD if configured)."""
     from sglang_edsd import cpu_support
 
     cpu_support.maybe_enable()
@@ -27,3 +27,11 @@ def register() -> None:
     from sglang_edsd.patches import apply_all
 
     apply_all()
+
+    from sglang_edsd.easd.rule import EASDConfig
+
+    if EASDConfig.from_env() is not None:
+        from sglang_edsd.easd.worker import register_hooks
+
+        register_hooks()
+        logger.warning("sglang-edsd: EASD verification on (lossy; $SGLANG_EDSD_EASD=%s)", EASDConfig.from_env())

@@ -107,7 +107,14 @@ def validate_server_args(server_args: Any) -> None:
 
 
 def edsd_worker_factory(server_args: Any) -> type:
-    """SGLang's EAGLE V2 worker; EDSD differs in the draft model, not in the loop."""
+    """SGLang's EAGLE V2 worker (EDSD differs in the draft model, not in the loop), or its EASD
+    variant when $SGLANG_EDSD_EASD configures the lossy entropy-aware verify."""
+    from sglang_edsd.easd.rule import EASDConfig
+
+    if EASDConfig.from_env() is not None:
+        from sglang_edsd.easd.worker import EASDWorkerV2
+
+        return EASDWorkerV2
     from sglang.srt.speculative.eagle_worker_v2 import EAGLEWorkerV2
 
     return EAGLEWorkerV2

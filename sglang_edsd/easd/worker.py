@@ -1,0 +1,142 @@
+"""EASD in SGLang's EAGLE V2 loop: draft statistics ride from drafting to verify.
+
+A depth-S chain's proposals come from two places: d_1 from the previous round's draft extend
+(or the prefill's), d_2..d_S from `draft_forward`. `EASDDraftWorker` keeps the logits of those
+draft forwards as they happen (no second pass), turns them into entropy and top-n target ids,
+keeps d_1's per request slot between rounds, and hangs the stacked [B, S] statistics on the
+verify input. The `eagle_sample` hook then applies the rule to the target's verify logits
+before SGLang verifies. None of this exists unless $SGLANG_EDSD_EASD is set: the default
+worker is SGLang's own, untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from sglang.srt.speculative.eagle_worker_v2 import EagleDraftWorker, EAGLEWorkerV2
+
+from sglang_edsd.easd.rule import EASDConfig, EASDConfigError, entropy_and_top, mask_rejected
+
+SAMPLE_TARGET = "sglang.srt.speculative.eagle_worker_common.eagle_sample"
+
+
+class EASDDraftWorker(EagleDraftWorker):
+    """EagleDraftWorker that records entropy and top-n of each draft distribution it samples from."""
+
+    easd: EASDConfig
+
+    def easd_setup(self, cfg: EASDConfig) -> None:
+        if self.topk != 1:
+            raise EASDConfigError("EASD supports chain drafting only (--speculative-eagle-topk 1)")
+        self.easd = cfg
+        self.easd_first_entropy: torch.Tensor | None = None
+        self.easd_first_top: torch.Tensor | None = None
+        self.easd_logits: list[torch.Tensor] = []
+        forward = self.draft_runner.forward
+
+        def recording_forward(*args: Any, **kwargs: Any) -> Any:
+            out = forward(*args, **kwargs)
+            self.easd_last_output = out.logits_output
+            return out
+
+        self.draft_runner.forward = recording_forward
+
+    def _stats(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Entropy over the draft vocabulary and top-n ids mapped to target ids."""
+        entropy, top = entropy_and_top(logits, self.easd.top_n)
+        if self.hot_token_id is not None:
+            top = self.hot_token_id[top]
+        return entropy, top.long()
+
+    def _keep_first(self, req_pool_indices: torch.Tensor, logits: torch.Tensor) -> None:
+        """Store d_1's statistics by request-pool slot, from a draft extend to the next draft."""
+        if self.easd_first_entropy is None:  # the pool exists only once the scheduler allocated it
+            slots = self.req_to_token_pool.req_to_token.shape[0]
+            self.easd_first_entropy = torch.zeros(slots, dtype=torch.float32, device=self.device)
+            self.easd_first_top = torch.zeros(slots, self.easd.top_n, dtype=torch.int64, device=self.device)
+        entropy, top = self._stats(logits)
+        self.easd_first_entropy[req_pool_indices] = entropy
+        self.easd_first_top[req_pool_indices] = top
+
+    def _draft_extend_for_prefill(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        out = super()._draft_extend_for_prefill(batch, *args, **kwargs)
+        self._keep_first(batch.req_pool_indices, self.easd_last_output.next_token_logits)
+        return out
+
+    def _draft_extend_for_decode(self, batch: Any, batch_result: Any, **kwargs: Any) -> Any:
+        out = super()._draft_extend_for_decode(batch, batch_result, **kwargs)
+        # SGLang has replaced next_token_logits by the rows of each request's last accepted token.
+        self._keep_first(batch.req_pool_indices, self.easd_last_output.next_token_logits)
+        return out
+
+    def draft_forward(self, forward_batch: Any) -> Any:
+        outputs: list[torch.Tensor] = []
+        forward = self.draft_runner.forward
+
+        def step(*args: Any, **kwargs: Any) -> Any:
+            out = forward(*args, **kwargs)
+            outputs.append(out.logits_output.next_token_logits)
+            return out
+
+        self.draft_runner.forward = step
+        try:
+            result = super().draft_forward(forward_batch)
+        finally:
+            self.draft_runner.forward = forward
+        self.easd_logits = outputs
+        return result
+
+    def draft(self, batch: Any, *, with_topology: bool = False) -> Any:
+        self.easd_logits = []
+        out = super().draft(batch, with_topology=with_topology)
+        verify_input = out[0] if with_topology else out
+        if batch.forward_mode.is_idle():
+            return out
+        idx = batch.req_pool_indices
+        entropies, tops = [self.easd_first_entropy[idx]], [self.easd_first_top[idx]]
+        for logits in self.easd_logits[: self.speculative_num_steps - 1]:
+            entropy, top = self._stats(logits)
+            entropies.append(entropy)
+            tops.append(top)
+        if len(entropies) != self.speculative_num_steps:
+            raise RuntimeError(f"EASD saw {len(entropies)} draft distributions for {self.speculative_num_steps} steps")
+        verify_input.easd_draft_entropy = torch.stack(entropies, dim=1)
+        verify_input.easd_draft_top = torch.stack(tops, dim=1)
+        verify_input.easd_config = self.easd
+        return out
+
+
+class EASDWorkerV2(EAGLEWorkerV2):
+    """SGLang's EAGLE V2 worker with an `EASDDraftWorker` for drafting."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cfg = EASDConfig.from_env()
+        if cfg is None:
+            raise EASDConfigError("EASDWorkerV2 built without $SGLANG_EDSD_EASD")
+        if str(self.device) != "cpu" and not self.server_args.disable_cuda_graph:
+            raise EASDConfigError("EASD reads every draft forward in Python: serve it with --disable-cuda-graph")
+        if self._draft_worker is not None:
+            self._draft_worker.__class__ = EASDDraftWorker
+            self._draft_worker.easd_setup(cfg)
+
+
+def easd_sample(original: Callable[..., Any], verify_input: Any, batch: Any, logits_output: Any,
+                *args: Any, **kwargs: Any) -> Any:
+    """AROUND hook on eagle_sample: apply the rule to verify inputs that carry draft statistics."""
+    cfg = getattr(verify_input, "easd_config", None)
+    if cfg is not None and not batch.forward_mode.is_idle():
+        mask_rejected(cfg, logits_output.next_token_logits, verify_input.draft_token,
+                      verify_input.easd_draft_entropy, verify_input.easd_draft_top)
+    return original(verify_input, batch, logits_output, *args, **kwargs)
+
+
+def register_hooks() -> bool:
+    """Hook eagle_sample when $SGLANG_EDSD_EASD is set (it is read, and checked, here first)."""
+    if EASDConfig.from_env() is None:
+        return False
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    HookRegistry.register(SAMPLE_TARGET, easd_sample, HookType.AROUND)
+    return True
