@@ -93,7 +93,7 @@ def run_config(cfg: dict[str, Any], base: list[str], prompts: list[dict[str, Any
         for p in tqdm(todo, desc=cfg["name"], unit="req"):
             _wait_while_paused(partial)
             answer = _fields(ask(server, p["prompt"], max_tokens))
-            row = {"config": cfg["name"], "id": p["id"], "task": p["task"], **answer}
+            row = {"config": cfg["name"], "id": p["id"], "task": p["task"], **answer, "finished_at": time.time()}
             append_records(out, [row])
 
 

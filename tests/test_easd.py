@@ -162,3 +162,57 @@ def test_served_rule_firing_everywhere_rejects_every_proposal(easd_servers, smol
             assert token in top2[t].tolist(), f"token {t} of {prompt!r} is not the target's top-1 or top-2"
             runner_up += token == top2[t, 1].item()
     assert runner_up > 0  # the trained draft proposes the target's argmax often: the rule must change output
+
+
+@pytest.fixture(scope="module")
+def tiny_calibration(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny Llama target, a capture of random text at layers 1 and 3, a random draft reading them."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sglang_edsd.capture import capture
+    from sglang_edsd.draft_io import init_draft
+
+    work = tmp_path_factory.mktemp("easd-calibrate")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=300, max_position_embeddings=512, tie_word_embeddings=False,
+                      initializer_range=0.1)
+    LlamaForCausalLM(cfg).save_pretrained(work / "target")
+    gen = torch.Generator().manual_seed(1)
+    with (work / "tokens.jsonl").open("w") as f:
+        for i in range(6):
+            ids = torch.randint(0, 300, (30,), generator=gen).tolist()
+            f.write(json.dumps({"id": f"s{i}", "input_ids": ids, "loss_mask": [0] * 5 + [1] * 25}) + "\n")
+    capture(work / "target", work / "tokens.jsonl", work / "capture", [1, 3], dtype="float32", progress=False)
+    return {"capture": work / "capture",
+            "draft": init_draft(work / "target", work / "draft", layer_ids=(1, 3), draft_vocab_size=64),
+            "other_layers": init_draft(work / "target", work / "draft24", layer_ids=(2, 4), draft_vocab_size=64)}
+
+
+def test_calibration_thresholds_are_percentiles_and_bound_the_firing_rate(tiny_calibration):
+    from sglang_edsd.easd.calibrate import calibrate
+
+    def run(percentile, min_overlap=0.0):
+        return calibrate(tiny_calibration["draft"], tiny_calibration["capture"], percentile=percentile, top_n=3,
+                         min_overlap=min_overlap, steps=2, progress=False)
+
+    low, mid, high = run(0.0), run(50.0), run(100.0)
+    # Step k of row i proposes token i+2+k: each of the 6 x 25 answer tokens (positions 5..29) once per step.
+    assert mid["positions_per_step"] == [6 * 25, 6 * 25]
+    assert low["config"]["draft_entropy"] < mid["config"]["draft_entropy"] < high["config"]["draft_entropy"]
+    assert low["config"]["target_entropy"] < mid["config"]["target_entropy"] < high["config"]["target_entropy"]
+    assert high["fire_rate_per_step"] == [0.0, 0.0]  # nothing is above the maximum
+    assert all(r > 0.9 for r in low["fire_rate_per_step"])  # all but the minimum, any overlap allowed
+    assert all(0.0 <= r <= 0.5 for r in mid["fire_rate_per_step"])  # both above their medians at most half
+    assert run(0.0, min_overlap=1.0)["fire_rate_per_step"] <= low["fire_rate_per_step"]
+    assert EASDConfig(**mid["config"]).top_n == 3
+
+
+def test_calibration_errors_name_the_problem(tiny_calibration):
+    from sglang_edsd.draft_config import DraftConfigError
+    from sglang_edsd.easd.calibrate import calibrate
+
+    with pytest.raises(DraftConfigError, match=r"lacks layer ids \[2, 4\]"):
+        calibrate(tiny_calibration["other_layers"], tiny_calibration["capture"], progress=False)
+    with pytest.raises(ValueError, match="percentile must be in"):
+        calibrate(tiny_calibration["draft"], tiny_calibration["capture"], percentile=120, progress=False)
