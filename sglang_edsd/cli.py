@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         subset_main,
         vocab_main,
     )
+    from sglang_edsd.easd.command import add_calibrate_arguments, calibrate_main
     from sglang_edsd.edtrain.command import (
         add_evaluate_arguments,
         add_export_arguments,
@@ -112,7 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
         export_main,
         train_main,
     )
-    from sglang_edsd.easd.command import add_calibrate_arguments, calibrate_main
     from sglang_edsd.prompts.command import (
         add_decontaminate_arguments,
         add_prompts_arguments,
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
          add_prompts_arguments, prompts_main),
         ("decontaminate", "drop training conversations that contain an evaluation prompt, listing what was removed",
          add_decontaminate_arguments, decontaminate_main),
-        ("easd-calibrate", "EASD (lossy, opt-in) entropy thresholds for a draft as percentiles on a calibration capture",
+        ("easd-calibrate", "EASD (lossy, opt-in): entropy thresholds for a draft, percentiles on a calibration capture",
          add_calibrate_arguments, calibrate_main),
     ]
     for name, help_text, add_arguments, main_fn in toolkit:

@@ -93,6 +93,8 @@ class EASDDraftWorker(EagleDraftWorker):
         verify_input = out[0] if with_topology else out
         if batch.forward_mode.is_idle():
             return out
+        if self.easd_first_entropy is None:
+            raise RuntimeError("EASD: a draft ran before any draft extend recorded d_1's distribution")
         idx = batch.req_pool_indices
         entropies, tops = [self.easd_first_entropy[idx]], [self.easd_first_top[idx]]
         for logits in self.easd_logits[: self.speculative_num_steps - 1]:
