@@ -168,3 +168,15 @@ def build_draft(out: Path, target: Path, wrong_codes: frozenset[int] = frozenset
                         info.head_dim, 2 * HIDDEN))
     t.update(vocab_maps(torch.tensor(TOKENS), VOCAB))
     return write_draft(config, t, out, dtype=torch.float32, target_path=target)
+
+
+def tiny_llama(out: Path, num_layers: int) -> Path:
+    """A random Llama, 32 wide with a 300-token vocabulary (seeded): a target for toolkit tests."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=num_layers, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=300, max_position_embeddings=512, tie_word_embeddings=False,
+                      initializer_range=0.1)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    return out

@@ -167,17 +167,12 @@ def test_served_rule_firing_everywhere_rejects_every_proposal(easd_servers, smol
 @pytest.fixture(scope="module")
 def tiny_calibration(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny Llama target, a capture of random text at layers 1 and 3, a random draft reading them."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from sglang_edsd.capture import capture
     from sglang_edsd.draft_io import init_draft
+    from tests.synthetic import tiny_llama
 
     work = tmp_path_factory.mktemp("easd-calibrate")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=300, max_position_embeddings=512, tie_word_embeddings=False,
-                      initializer_range=0.1)
-    LlamaForCausalLM(cfg).save_pretrained(work / "target")
+    tiny_llama(work / "target", num_layers=6)
     gen = torch.Generator().manual_seed(1)
     with (work / "tokens.jsonl").open("w") as f:
         for i in range(6):

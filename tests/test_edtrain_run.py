@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from sglang_edsd.capture import capture
 from sglang_edsd.draft_config import EDSDDraftConfig, validate_draft_folder
@@ -19,6 +18,7 @@ from sglang_edsd.edtrain import TrainConfigError, recipe
 from sglang_edsd.edtrain import trainer as trainer_mod
 from sglang_edsd.edtrain.checkpoint import load_checkpoint
 from sglang_edsd.edtrain.trainer import epoch_order, train
+from tests.synthetic import tiny_llama
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,11 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def tiny_capture(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     work = tmp_path_factory.mktemp("edtrain")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=8, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=300, max_position_embeddings=512, tie_word_embeddings=False,
-                      initializer_range=0.1)
-    LlamaForCausalLM(cfg).save_pretrained(work / "target")
+    tiny_llama(work / "target", num_layers=8)
     gen = torch.Generator().manual_seed(1)
     with (work / "tokens.jsonl").open("w") as f:
         for i in range(10):
