@@ -181,6 +181,9 @@ def plot(result: dict[str, Any], tasks: list[str], path: Path) -> None:
     depths = sorted((r["steps"], r["speedup"]) for n, r in result.items() if n.startswith("edsd"))
     if depths:  # speedup, not tokens/s: the sweep runs on a subset of the prompts
         ax2.plot([d for d, _ in depths], [s for _, s in depths], "o-", label="EDSD")
+    if "eagle3" in result:
+        ax2.plot([result["eagle3"]["steps"]], [result["eagle3"]["speedup"]], "s", label="EAGLE-3")
+    ax2.set_xticks(range(1, 5))
     ax2.axhline(1.0, color="gray", ls="--", label="no speculation")
     ax2.set_xlabel("chain depth (draft steps)")
     ax2.set_ylabel("speedup in output tokens/s (batch 1)")
