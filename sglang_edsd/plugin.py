@@ -30,8 +30,9 @@ def register() -> None:
 
     from sglang_edsd.easd.rule import EASDConfig
 
-    if EASDConfig.from_env() is not None:
+    easd = EASDConfig.from_env()
+    if easd is not None:
         from sglang_edsd.easd.worker import register_hooks
 
         register_hooks()
-        logger.warning("sglang-edsd: EASD verification on (lossy; $SGLANG_EDSD_EASD=%s)", EASDConfig.from_env())
+        logger.warning("sglang-edsd: EASD verification on (lossy; $SGLANG_EDSD_EASD=%s)", easd)

@@ -1,10 +1,10 @@
 """EASD in SGLang's EAGLE V2 loop: draft statistics ride from drafting to verify.
 
 A depth-S chain's proposals come from two places: d_1 from the previous round's draft extend
-(or the prefill's), d_2..d_S from `draft_forward`. `EASDDraftWorker` keeps the logits of those
-draft forwards as they happen (no second pass), turns them into entropy and top-n target ids,
-keeps d_1's per request slot between rounds, and hangs the stacked [B, S] statistics on the
-verify input. The `eagle_sample` hook then applies the rule to the target's verify logits
+(or the prefill's), d_2..d_S from `draft_forward`. `EASDDraftWorker` wraps the draft runner's
+forward once to keep the logits of those forwards as they happen (no second pass), turns them
+into entropy and top-n target ids, keeps d_1's per request slot between rounds, and hangs
+the stacked [B, S] statistics on the verify input. The `eagle_sample` hook then applies the rule to the target's verify logits
 before SGLang verifies. None of this exists unless $SGLANG_EDSD_EASD is set: the default
 worker is SGLang's own, untouched.
 """
@@ -32,12 +32,13 @@ class EASDDraftWorker(EagleDraftWorker):
         self.easd = cfg
         self.easd_first_entropy: torch.Tensor | None = None
         self.easd_first_top: torch.Tensor | None = None
-        self.easd_logits: list[torch.Tensor] = []
+        # Every draft forward's logits output, in order, since the last draft or extend began.
+        self.easd_outputs: list[Any] = []
         forward = self.draft_runner.forward
 
         def recording_forward(*args: Any, **kwargs: Any) -> Any:
             out = forward(*args, **kwargs)
-            self.easd_last_output = out.logits_output
+            self.easd_outputs.append(out.logits_output)
             return out
 
         self.draft_runner.forward = recording_forward
@@ -60,35 +61,20 @@ class EASDDraftWorker(EagleDraftWorker):
         self.easd_first_top[req_pool_indices] = top
 
     def _draft_extend_for_prefill(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        self.easd_outputs = []
         out = super()._draft_extend_for_prefill(batch, *args, **kwargs)
-        self._keep_first(batch.req_pool_indices, self.easd_last_output.next_token_logits)
+        self._keep_first(batch.req_pool_indices, self.easd_outputs[-1].next_token_logits)
         return out
 
     def _draft_extend_for_decode(self, batch: Any, batch_result: Any, **kwargs: Any) -> Any:
+        self.easd_outputs = []
         out = super()._draft_extend_for_decode(batch, batch_result, **kwargs)
         # SGLang has replaced next_token_logits by the rows of each request's last accepted token.
-        self._keep_first(batch.req_pool_indices, self.easd_last_output.next_token_logits)
+        self._keep_first(batch.req_pool_indices, self.easd_outputs[-1].next_token_logits)
         return out
 
-    def draft_forward(self, forward_batch: Any) -> Any:
-        outputs: list[torch.Tensor] = []
-        forward = self.draft_runner.forward
-
-        def step(*args: Any, **kwargs: Any) -> Any:
-            out = forward(*args, **kwargs)
-            outputs.append(out.logits_output.next_token_logits)
-            return out
-
-        self.draft_runner.forward = step
-        try:
-            result = super().draft_forward(forward_batch)
-        finally:
-            self.draft_runner.forward = forward
-        self.easd_logits = outputs
-        return result
-
     def draft(self, batch: Any, *, with_topology: bool = False) -> Any:
-        self.easd_logits = []
+        self.easd_outputs = []  # filled by the chain steps of draft_forward
         out = super().draft(batch, with_topology=with_topology)
         verify_input = out[0] if with_topology else out
         if batch.forward_mode.is_idle():
@@ -97,8 +83,8 @@ class EASDDraftWorker(EagleDraftWorker):
             raise RuntimeError("EASD: a draft ran before any draft extend recorded d_1's distribution")
         idx = batch.req_pool_indices
         entropies, tops = [self.easd_first_entropy[idx]], [self.easd_first_top[idx]]
-        for logits in self.easd_logits[: self.speculative_num_steps - 1]:
-            entropy, top = self._stats(logits)
+        for output in self.easd_outputs[: self.speculative_num_steps - 1]:
+            entropy, top = self._stats(output.next_token_logits)
             entropies.append(entropy)
             tops.append(top)
         if len(entropies) != self.speculative_num_steps:
@@ -134,11 +120,8 @@ def easd_sample(original: Callable[..., Any], verify_input: Any, batch: Any, log
     return original(verify_input, batch, logits_output, *args, **kwargs)
 
 
-def register_hooks() -> bool:
-    """Hook eagle_sample when $SGLANG_EDSD_EASD is set (it is read, and checked, here first)."""
-    if EASDConfig.from_env() is None:
-        return False
+def register_hooks() -> None:
+    """Hook eagle_sample (the plugin calls this only when $SGLANG_EDSD_EASD is set)."""
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
     HookRegistry.register(SAMPLE_TARGET, easd_sample, HookType.AROUND)
-    return True
