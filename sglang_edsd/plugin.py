@@ -8,12 +8,13 @@ environment before SGLang modules that read it are imported by the later steps.
 from __future__ import annotations
 
 import logging
+import os
 
 logger = logging.getLogger(__name__)
 
 
 def register() -> None:
-    """Enable CPU support if needed, register EDSD and its draft model, register patches (and EASD if configured)."""
+    """Enable CPU support if needed, register EDSD and its draft model, register patches (and EASD or the entropy trace if configured)."""
     from sglang_edsd import cpu_support
 
     cpu_support.maybe_enable()
@@ -30,9 +31,14 @@ def register() -> None:
 
     from sglang_edsd.easd.rule import EASDConfig
 
-    easd = EASDConfig.from_env()
-    if easd is not None:
+    from sglang_edsd.serving.entropy_trace import ENV as TRACE_ENV
+
+    easd, trace = EASDConfig.from_env(), os.environ.get(TRACE_ENV, "").strip()
+    if easd is not None or trace:
         from sglang_edsd.easd.worker import register_hooks
 
         register_hooks()
+    if easd is not None:
         logger.warning("sglang-edsd: EASD verification on (lossy; $SGLANG_EDSD_EASD=%s)", easd)
+    if trace:
+        logger.warning("sglang-edsd: entropy trace on, appending to %s", trace)

@@ -3,7 +3,9 @@
 Served checks (SmolLM2, shipped EDSD draft, float32, greedy): thresholds at +inf change nothing
 (same tokens and acceptance as plain EDSD); thresholds that make the rule fire everywhere reject
 every proposal (no draft token accepted), and each emitted token is the target's best token or,
-where the draft had proposed that one, its second best, checked against transformers.
+where the draft had proposed that one, its second best, checked against transformers. The
+entropy trace, which rides on the same worker, changes no token and records per verify what
+SGLang counted and the target entropies transformers computes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import pytest
 import torch
 
 from sglang_edsd.easd.rule import ENV, EASDConfig, EASDConfigError, entropy_and_top, mask_rejected, overlap
+from sglang_edsd.serving.entropy_trace import ENV as TRACE_ENV
+from sglang_edsd.serving.entropy_trace import read_trace
 
 
 def _chain_case(steps: int = 3, vocab: int = 8):
@@ -101,7 +105,7 @@ SERVED_TOKENS = 32
 
 
 @pytest.fixture(scope="module")
-def easd_servers(smollm2: Path):
+def easd_servers(smollm2: Path, tmp_path_factory: pytest.TempPathFactory):
     from sglang_edsd.drafts import SMOLLM2_EDSD, shipped_draft
     from sglang_edsd.launcher import cpu_args, edsd_args
     from tests.servers import LOG_DIR, start_all
@@ -115,6 +119,9 @@ def easd_servers(smollm2: Path):
     try:
         for name, cfg in (("easd-never", never), ("easd-always", always)):
             started.update(launch_all({name: (smollm2, args)}, LOG_DIR, env={ENV: cfg.to_env()}))
+        trace = tmp_path_factory.mktemp("trace") / "trace.jsonl"
+        started.update(launch_all({"edsd-traced": (smollm2, args)}, LOG_DIR, env={TRACE_ENV: str(trace)}))
+        started["edsd-traced"].trace = trace
         yield started
     finally:
         for s in started.values():
@@ -162,6 +169,37 @@ def test_served_rule_firing_everywhere_rejects_every_proposal(easd_servers, smol
             assert token in top2[t].tolist(), f"token {t} of {prompt!r} is not the target's top-1 or top-2"
             runner_up += token == top2[t, 1].item()
     assert runner_up > 0  # the trained draft proposes the target's argmax often: the rule must change output
+
+
+def test_served_entropy_trace_changes_nothing_and_matches_the_target(easd_servers, smollm2: Path):
+    """Per request: as many records as verifies, accepted counts summing to SGLang's, and each judged
+    position's target entropy equal to transformers' at that prefix of the final sequence."""
+    from transformers import AutoModelForCausalLM
+
+    from tests.servers import greedy_ids
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32).eval()
+    traced = easd_servers["edsd-traced"]
+    for prompt in SERVED_PROMPTS:
+        ids = _prompt_ids(smollm2, prompt)
+        off = greedy_ids(easd_servers["easd-off"], ids, SERVED_TOKENS)
+        out = greedy_ids(traced, ids, SERVED_TOKENS)
+        assert out["ids"] == off["ids"]
+        records = [r for r in read_trace(traced.trace) if r["rid"] == out["meta"]["id"]]
+        assert len(records) == out["meta"]["spec_verify_ct"] > 0
+        assert sum(r["accepted"] for r in records) == out["meta"]["spec_num_correct_drafts"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids + out["ids"]])).logits[0], dim=-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        verified = 1  # the prefill emitted the first token
+        for r in records:
+            assert len(r["draft_entropy"]) == 4 and all(x >= 0 for x in r["draft_entropy"])
+            # Row k of this verify followed prompt + the first verified + k accepted tokens.
+            for k in range(r["accepted"] + 1):
+                pos = len(ids) + verified - 1 + k
+                if pos < entropy.shape[0]:  # the last verify may overrun max_new_tokens
+                    assert r["target_entropy"][k] == pytest.approx(entropy[pos].item(), abs=2e-3)
+            verified += r["accepted"] + 1
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,10 @@ A depth-S chain's proposals come from two places: d_1 from the previous round's 
 (or the prefill's), d_2..d_S from `draft_forward`. `EASDDraftWorker` wraps the draft runner's
 forward once to keep the logits of those forwards as they happen (no second pass), turns them
 into entropy and top-n target ids, keeps d_1's per request slot between rounds, and hangs
-the stacked [B, S] statistics on the verify input. The `eagle_sample` hook then applies the rule to the target's verify logits
-before SGLang verifies. None of this exists unless $SGLANG_EDSD_EASD is set: the default
-worker is SGLang's own, untouched.
+the stacked [B, S] statistics on the verify input. The `eagle_sample` hook then applies the
+rule to the target's verify logits before SGLang verifies. The same statistics feed the
+opt-in entropy trace (`serving/entropy_trace.py`). None of this exists unless
+$SGLANG_EDSD_EASD or $SGLANG_EDSD_TRACE is set: the default worker is SGLang's own, untouched.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from sglang.srt.speculative.eagle_worker_v2 import EagleDraftWorker, EAGLEWorkerV2
 
 from sglang_edsd.easd.rule import EASDConfig, EASDConfigError, entropy_and_top, mask_rejected
+from sglang_edsd.serving.entropy_trace import EntropyTrace
 
 SAMPLE_TARGET = "sglang.srt.speculative.eagle_worker_common.eagle_sample"
 
@@ -24,12 +26,14 @@ SAMPLE_TARGET = "sglang.srt.speculative.eagle_worker_common.eagle_sample"
 class EASDDraftWorker(EagleDraftWorker):
     """EagleDraftWorker that records entropy and top-n of each draft distribution it samples from."""
 
-    easd: EASDConfig
+    easd: EASDConfig | None
+    easd_trace: EntropyTrace | None
 
-    def easd_setup(self, cfg: EASDConfig) -> None:
+    def easd_setup(self, cfg: EASDConfig | None, trace: EntropyTrace | None) -> None:
         if self.topk != 1:
-            raise EASDConfigError("EASD supports chain drafting only (--speculative-eagle-topk 1)")
-        self.easd = cfg
+            raise EASDConfigError("EASD and the entropy trace support chain drafting only (--speculative-eagle-topk 1)")
+        self.easd, self.easd_trace = cfg, trace
+        self.easd_top_n = cfg.top_n if cfg is not None else 1  # the trace needs entropies only
         self.easd_first_entropy: torch.Tensor | None = None
         self.easd_first_top: torch.Tensor | None = None
         # Every draft forward's logits output, in order, since the last draft or extend began.
@@ -45,7 +49,7 @@ class EASDDraftWorker(EagleDraftWorker):
 
     def _stats(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Entropy over the draft vocabulary and top-n ids mapped to target ids."""
-        entropy, top = entropy_and_top(logits, self.easd.top_n)
+        entropy, top = entropy_and_top(logits, self.easd_top_n)
         if self.hot_token_id is not None:
             top = self.hot_token_id[top]
         return entropy, top.long()
@@ -55,7 +59,7 @@ class EASDDraftWorker(EagleDraftWorker):
         if self.easd_first_entropy is None:  # the pool exists only once the scheduler allocated it
             slots = self.req_to_token_pool.req_to_token.shape[0]
             self.easd_first_entropy = torch.zeros(slots, dtype=torch.float32, device=self.device)
-            self.easd_first_top = torch.zeros(slots, self.easd.top_n, dtype=torch.int64, device=self.device)
+            self.easd_first_top = torch.zeros(slots, self.easd_top_n, dtype=torch.int64, device=self.device)
         entropy, top = self._stats(logits)
         self.easd_first_entropy[req_pool_indices] = entropy
         self.easd_first_top[req_pool_indices] = top
@@ -92,36 +96,48 @@ class EASDDraftWorker(EagleDraftWorker):
         verify_input.easd_draft_entropy = torch.stack(entropies, dim=1)
         verify_input.easd_draft_top = torch.stack(tops, dim=1)
         verify_input.easd_config = self.easd
+        verify_input.easd_trace = self.easd_trace
         return out
 
 
 class EASDWorkerV2(EAGLEWorkerV2):
-    """SGLang's EAGLE V2 worker with an `EASDDraftWorker` for drafting."""
+    """SGLang's EAGLE V2 worker with an `EASDDraftWorker` for drafting (EASD rule and/or trace)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        cfg = EASDConfig.from_env()
-        if cfg is None:
-            raise EASDConfigError("EASDWorkerV2 built without $SGLANG_EDSD_EASD")
+        cfg, trace = EASDConfig.from_env(), EntropyTrace.from_env()
+        if cfg is None and trace is None:
+            raise EASDConfigError("EASDWorkerV2 built without $SGLANG_EDSD_EASD or $SGLANG_EDSD_TRACE")
         if str(self.device) != "cpu" and not self.server_args.disable_cuda_graph:
-            raise EASDConfigError("EASD reads every draft forward in Python: serve it with --disable-cuda-graph")
+            raise EASDConfigError("EASD and the entropy trace read every draft forward in Python: "
+                                  "serve with --disable-cuda-graph")
         if self._draft_worker is not None:
             self._draft_worker.__class__ = EASDDraftWorker
-            self._draft_worker.easd_setup(cfg)
+            self._draft_worker.easd_setup(cfg, trace)
 
 
 def easd_sample(original: Callable[..., Any], verify_input: Any, batch: Any, logits_output: Any,
                 *args: Any, **kwargs: Any) -> Any:
-    """AROUND hook on eagle_sample: apply the rule to verify inputs that carry draft statistics."""
-    cfg = getattr(verify_input, "easd_config", None)
-    if cfg is not None and not batch.forward_mode.is_idle():
-        mask_rejected(cfg, logits_output.next_token_logits, verify_input.draft_token,
-                      verify_input.easd_draft_entropy, verify_input.easd_draft_top)
-    return original(verify_input, batch, logits_output, *args, **kwargs)
+    """AROUND hook on eagle_sample: trace and/or apply the rule to verify inputs that carry draft statistics."""
+    draft_entropy = getattr(verify_input, "easd_draft_entropy", None)
+    if draft_entropy is None or batch.forward_mode.is_idle():
+        return original(verify_input, batch, logits_output, *args, **kwargs)
+    cfg, trace = verify_input.easd_config, verify_input.easd_trace
+    logits = logits_output.next_token_logits
+    if trace is not None:  # before the rule edits the logits
+        bsz, steps = draft_entropy.shape
+        target_entropy, _ = entropy_and_top(logits.view(bsz, steps + 1, -1)[:, :steps], 1)
+    if cfg is not None:
+        mask_rejected(cfg, logits, verify_input.draft_token, draft_entropy, verify_input.easd_draft_top)
+    out = original(verify_input, batch, logits_output, *args, **kwargs)
+    if trace is not None:
+        # eagle_sample's second output counts the tokens each verify emits: accepted drafts + the bonus.
+        trace.write(batch.reqs, draft_entropy, target_entropy, out[1] - 1)
+    return out
 
 
 def register_hooks() -> None:
-    """Hook eagle_sample (the plugin calls this only when $SGLANG_EDSD_EASD is set)."""
+    """Hook eagle_sample (the plugin calls this only when $SGLANG_EDSD_EASD or $SGLANG_EDSD_TRACE is set)."""
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
     HookRegistry.register(SAMPLE_TARGET, easd_sample, HookType.AROUND)

@@ -10,6 +10,7 @@ which supports overlap scheduling.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
@@ -108,10 +109,12 @@ def validate_server_args(server_args: Any) -> None:
 
 def edsd_worker_factory(server_args: Any) -> type:
     """SGLang's EAGLE V2 worker (EDSD differs in the draft model, not in the loop), or its EASD
-    variant when $SGLANG_EDSD_EASD configures the lossy entropy-aware verify."""
+    variant when $SGLANG_EDSD_EASD configures the lossy entropy-aware verify or
+    $SGLANG_EDSD_TRACE asks for per-position entropy records."""
     from sglang_edsd.easd.rule import EASDConfig
+    from sglang_edsd.serving.entropy_trace import ENV as TRACE_ENV
 
-    if EASDConfig.from_env() is not None:
+    if EASDConfig.from_env() is not None or os.environ.get(TRACE_ENV, "").strip():
         from sglang_edsd.easd.worker import EASDWorkerV2
 
         return EASDWorkerV2
