@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {device_name}  dtype: {args.dtype}  copy bandwidth: {copy_gbs:.0f} GB/s  "
           f"cuda-graph: {args.cuda_graph}\n")
     print(markdown(results, args.providers))
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
     out_dir = Path(tempfile.mkdtemp(prefix="edfuse-kernels-smoke-")) if args.interpret_smoke else args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)

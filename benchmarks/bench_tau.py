@@ -27,6 +27,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import harness
+from harness import markdown_table
 from tqdm import tqdm
 
 from sglang_edsd.assets import smollm2_path
@@ -39,8 +41,8 @@ TASKS = ("mt_bench", "humaneval", "gsm8k", "alpaca", "summarization")
 WARMUP = ["Hello!", "Write one sentence about the sea."]
 
 
-def configs(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """(name, flags, prompt subset) of every server this run starts, baseline first."""
+def run_configs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """(name, flags, prompt subset) of every server this resumable run starts, baseline first."""
     out = [{"name": "none", "algorithm": None, "draft": None, "steps": 0, "sweep": False}]
     if args.eagle3_draft:
         out.append({"name": "eagle3", "algorithm": "EAGLE3", "draft": args.eagle3_draft, "steps": 4, "sweep": False})
@@ -80,7 +82,7 @@ def _wait_while_paused(partial: Path) -> None:
 
 
 def run_config(cfg: dict[str, Any], base: list[str], prompts: list[dict[str, Any]], partial: Path,
-               max_tokens: int, log_dir: Path) -> None:
+               max_tokens: int, log_dir: Path, temperature: float) -> None:
     done = _done(partial)
     todo = [p for p in prompts if (cfg["name"], p["id"]) not in done]
     if not todo:
@@ -92,7 +94,7 @@ def run_config(cfg: dict[str, Any], base: list[str], prompts: list[dict[str, Any
             ask(server, prompt, 16)
         for p in tqdm(todo, desc=cfg["name"], unit="req"):
             _wait_while_paused(partial)
-            answer = _fields(ask(server, p["prompt"], max_tokens))
+            answer = _fields(ask(server, p["prompt"], max_tokens, temperature=temperature))
             row = {"config": cfg["name"], "id": p["id"], "task": p["task"], **answer, "finished_at": time.time()}
             append_records(out, [row])
 
@@ -112,9 +114,9 @@ def _tps(rows: list[dict[str, Any]]) -> float:
     return sum(r["completion_tokens"] for r in rows) / sum(r["seconds"] for r in rows)
 
 
-def summarize(cfgs: list[dict[str, Any]], prompts: list[dict[str, Any]], partial: Path,
+def summarize(cfgs: list[dict[str, Any]], prompts: list[dict[str, Any]], done: dict[tuple[str, str], dict[str, Any]],
               tasks: list[str]) -> dict[str, Any]:
-    done = _done(partial)
+    """Per config: tau per task and its mean, tokens/s and speedup over the prompts it shares with "none"."""
     base = {p["id"]: done[("none", p["id"])] for p in prompts if ("none", p["id"]) in done}
     result: dict[str, Any] = {}
     for cfg in cfgs:
@@ -149,18 +151,14 @@ def _complete(result: dict[str, Any], cfgs: list[dict[str, Any]], n_main: int, n
                for c in cfgs)
 
 
-def print_table(result: dict[str, Any], tasks: list[str]) -> None:
+def table(result: dict[str, Any], tasks: list[str]) -> str:
     """Markdown: tau per task and its mean, output tokens/s and speedup over the same prompts."""
-    def cell(x: float | None) -> str:
-        return "-" if x is None else f"{x:.3f}"
-
-    print("| config | steps | prompts | " + " | ".join(f"tau {t}" for t in tasks)
-          + " | mean tau | tok/s | speedup | outputs != none |")
-    print("|---" * (len(tasks) + 7) + "|")
-    for name, r in result.items():
-        taus = " | ".join(cell(r["per_task"].get(t, {}).get("tau")) for t in tasks)
-        print(f"| {name} | {r['steps']} | {r['prompts']} | {taus} | {cell(r['mean_tau'])} | {r['tokens_per_s']:.2f} "
-              f"| {r['speedup']:.3f} | {r['outputs_differing_from_none']} |")
+    header = ["config", "steps", "prompts"] + [f"tau {t}" for t in tasks] + \
+        ["mean tau", "tok/s", "speedup", "outputs != none"]
+    rows = [[name, r["steps"], r["prompts"]] + [r["per_task"].get(t, {}).get("tau") for t in tasks]
+            + [r["mean_tau"], r["tokens_per_s"], r["speedup"], r["outputs_differing_from_none"]]
+            for name, r in result.items()]
+    return markdown_table(header, rows)
 
 
 def plot(result: dict[str, Any], tasks: list[str], path: Path) -> None:
@@ -192,6 +190,53 @@ def plot(result: dict[str, Any], tasks: list[str], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+# The tau question inside `bench_all.py` (see harness.Question): the same measurement, no
+# resumable log, every config's server shared with the other questions.
+NAME = "tau"
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tau-per-task", type=int, default=None, help="prompts per task (default 8, quick 1)")
+    p.add_argument("--tau-output-len", type=int, default=None, help="max tokens per request (default 128, quick 64)")
+    p.add_argument("--temperature", type=float, default=0.0, help="see bench_tau.py --help")
+
+
+def set_defaults(args: argparse.Namespace) -> None:
+    args.tau_per_task = args.tau_per_task or (1 if args.quick else 8)
+    args.tau_output_len = args.tau_output_len or (64 if args.quick else 128)
+
+
+def configs(args: argparse.Namespace) -> list[harness.ServeConfig]:
+    return harness.standard_configs(args)
+
+
+def prepare(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
+    return [{"id": r["id"], "task": r["task"], "prompt": r["turns"][0]}
+            for r in harness.prompt_records(args, per_task=args.tau_per_task)]
+
+
+def measure_on(server: Any, cfg: harness.ServeConfig, args: argparse.Namespace,
+               prompts: list[dict[str, Any]]) -> dict[str, Any]:
+    for prompt in WARMUP:
+        ask(server, prompt, 16)
+    return {p["id"]: {"config": cfg.name, "id": p["id"], "task": p["task"],
+                      **_fields(ask(server, p["prompt"], args.tau_output_len, temperature=args.temperature))}
+            for p in tqdm(prompts, desc=f"{NAME} {cfg.name}", unit="req")}
+
+
+def report(results: dict[str, Any], args: argparse.Namespace, png: Path) -> str:
+    cfgs = [{"name": c.name, "algorithm": c.algorithm, "draft": c.draft, "steps": c.steps if c.algorithm else 0,
+             "sweep": False}
+            for c in configs(args) if c.name in results]
+    rows = [r for by_id in results.values() for r in by_id.values()]
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    prompts = list({r["id"]: {"id": r["id"], "task": r["task"]} for r in rows}.values())
+    result = summarize(cfgs, prompts, {(r["config"], r["id"]): r for r in rows}, tasks)
+    plot(result, tasks, png)
+    return (f"tau (accepted drafts + 1 per verify) and speedup in output tokens/s over no speculation, batch 1, "
+            f"temperature {args.temperature:g}, {args.tau_per_task} prompt(s) per task\n\n" + table(result, tasks))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--prompts", required=True, help="folder written by `sglang-edsd prompts`")
@@ -205,6 +250,9 @@ def main() -> None:
                    help="extra EDSD chain depths, run on --sweep-per-task prompts of each task")
     p.add_argument("--sweep-per-task", type=int, default=8)
     p.add_argument("--max-total-tokens", type=int, default=16384)
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="1.0 for the paper's T=1 rows; SGLang verifies greedily on CPU, so only GPU numbers "
+                        "mean anything there (and outputs then differ from no speculation by design)")
     p.add_argument("--summarize-only", action="store_true",
                    help="start no server: table, JSON and PNG of what the partial log holds")
     args = p.parse_args()
@@ -216,20 +264,21 @@ def main() -> None:
     prompts = select_prompts(args.prompts, args.tasks, args.num_per_task)
     sweep = [p for task in args.tasks for p in [q for q in prompts if q["task"] == task][:args.sweep_per_task]]
     base = cpu_args("float32", max_total_tokens=args.max_total_tokens)
-    cfgs = configs(args)
+    cfgs = run_configs(args)
     if not args.summarize_only:
         # Task by task, every main config on a task before the next task: an interrupted run
         # leaves whole tasks compared side by side, then the depth sweep.
         for task in args.tasks:
             for cfg in (c for c in cfgs if not c["sweep"]):
-                run_config(cfg, base, [q for q in prompts if q["task"] == task], partial, args.max_tokens, log_dir)
+                run_config(cfg, base, [q for q in prompts if q["task"] == task], partial, args.max_tokens, log_dir,
+                           args.temperature)
         for cfg in (c for c in cfgs if c["sweep"]):
-            run_config(cfg, base, sweep, partial, args.max_tokens, log_dir)
-    result = summarize(cfgs, prompts, partial, args.tasks)
-    print_table(result, args.tasks)
+            run_config(cfg, base, sweep, partial, args.max_tokens, log_dir, args.temperature)
+    result = summarize(cfgs, prompts, _done(partial), args.tasks)
+    print(table(result, args.tasks))
     report = {"model": str(smollm2_path()), "base_server_args": base, "max_tokens": args.max_tokens,
               "num_per_task": args.num_per_task, "sweep_per_task": args.sweep_per_task, "batch_size": 1,
-              "temperature": 0, "complete": _complete(result, cfgs, len(prompts), len(sweep)), "configs": result}
+              "temperature": args.temperature, "complete": _complete(result, cfgs, len(prompts), len(sweep)), "configs": result}
     out.write_text(json.dumps(report, indent=2) + "\n")
     plot(result, args.tasks, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")

@@ -56,14 +56,18 @@ def default_draft() -> Path:
     return shipped_draft(SMOLLM2_EDSD)
 
 
-def ask(server: Server, prompt: str, max_tokens: int) -> Answer:
-    """One greedy chat request through the official `openai` client, with SGLang's speculative stats."""
+def ask(server: Server, prompt: str, max_tokens: int, system: str | None = None,
+        temperature: float = 0.0) -> Answer:
+    """One chat request (greedy by default) through the official `openai` client, with SGLang's
+    speculative stats. `system` replaces the chat template's default system prompt."""
     import openai
 
     client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused")
+    messages = ([{"role": "system", "content": system}] if system is not None else []) + \
+        [{"role": "user", "content": prompt}]
     cpu0, t0 = time.process_time(), time.perf_counter()
     resp = client.chat.completions.create(
-        model="default", messages=[{"role": "user", "content": prompt}], temperature=0,
+        model="default", messages=messages, temperature=temperature,
         max_tokens=max_tokens, extra_body={"return_spec_tokens_details": True},
     )
     seconds, client_cpu = time.perf_counter() - t0, time.process_time() - cpu0

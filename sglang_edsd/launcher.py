@@ -45,14 +45,20 @@ def cpu_args(dtype: str = "float32", max_total_tokens: int = 16384) -> list[str]
     return ["--device", "cpu", "--dtype", dtype, "--max-total-tokens", str(max_total_tokens), "--sleep-on-idle"]
 
 
-def spec_args(algorithm: str, draft_path: str | Path, steps: int = 4) -> list[str]:
-    """Flags for a depth-`steps` chain with `algorithm` (EDSD, or SGLang's own EAGLE3 for the baseline)."""
+def spec_args(algorithm: str, draft_path: str | Path, steps: int = 4, topk: int = 1,
+              draft_tokens: int | None = None) -> list[str]:
+    """Flags for `algorithm` (EDSD, or SGLang's own EAGLE3 for the baseline): a depth-`steps`
+    chain by default; topk > 1 drafts a tree verified over `draft_tokens` nodes."""
+    if topk == 1:
+        draft_tokens = steps + 1
+    elif draft_tokens is None:
+        raise ValueError("a tree (topk > 1) needs draft_tokens, the number of nodes to verify")
     return [
         "--speculative-algorithm", algorithm,
         "--speculative-draft-model-path", str(draft_path),
         "--speculative-num-steps", str(steps),
-        "--speculative-eagle-topk", "1",
-        "--speculative-num-draft-tokens", str(steps + 1),
+        "--speculative-eagle-topk", str(topk),
+        "--speculative-num-draft-tokens", str(draft_tokens),
     ]
 
 

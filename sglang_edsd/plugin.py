@@ -30,7 +30,6 @@ def register() -> None:
     apply_all()
 
     from sglang_edsd.easd.rule import EASDConfig
-
     from sglang_edsd.serving.entropy_trace import ENV as TRACE_ENV
 
     easd, trace = EASDConfig.from_env(), os.environ.get(TRACE_ENV, "").strip()

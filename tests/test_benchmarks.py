@@ -1,0 +1,102 @@
+"""The benchmark suite: a smoke run of `benchmarks/bench_all.py` on real SGLang servers, and the
+entropy analysis on hand-built trace records.
+
+The smoke run (no speculation and the shipped EDSD draft, one MT-Bench prompt, a few tokens, about 3 minutes)
+checks that each question writes its JSON, markdown and PNG with the full setup, and that
+its numbers are sane: finite, positive, 1 <= tau <= steps + 1, every request completed, and
+greedy EDSD output equal to no speculation. It checks nothing about speed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import bench_entropy
+
+
+def _finite_numbers(obj: object) -> list[float]:
+    if isinstance(obj, bool):
+        return []
+    if isinstance(obj, (int, float)):
+        return [float(obj)]
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in _finite_numbers(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in _finite_numbers(v)]
+    return []
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("bench")
+    cmd = [sys.executable, str(REPO / "benchmarks" / "bench_all.py"), "--quick", "--configs", "none", "edsd",
+           "--questions", "tau", "throughput", "latency", "system_prompts", "--results-dir", str(out),
+           "--tasks", "mt_bench",
+           "--tau-per-task", "1", "--tau-output-len", "8", "--batch-sizes", "2", "--throughput-output-len", "8",
+           "--request-rates", "2", "--num-prompts", "2", "--latency-output-len", "8",
+           "--system-per-task", "1", "--system-prompts", "1", "--system-output-len", "8"]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    results = {}
+    for name in ("tau", "throughput", "latency", "system_prompts"):
+        files = sorted(out.glob(f"{name}-*.json"))
+        assert len(files) == 1, f"{name}: {files}"
+        assert files[0].with_suffix(".md").read_text().startswith(("tau", "Batch", "Latency", "Robustness"))
+        assert files[0].with_suffix(".png").stat().st_size > 1000
+        results[name] = json.loads(files[0].read_text())
+    return results
+
+
+def test_every_result_records_its_setup(smoke):
+    for name, res in smoke.items():
+        assert res["benchmark"] == name and res["sglang_version"] and res["git_commit"]
+        assert res["hardware"]["cpu_count"] >= 1 and "--device" in res["base_server_args"]
+        assert {c["name"] for c in res["configs"]} <= {"none", "edsd"}
+        assert all(c["shape"] in ("no speculation", "chain, depth 4") for c in res["configs"])
+
+
+def test_numbers_are_finite_and_tau_is_in_range(smoke):
+    for res in smoke.values():
+        assert all(math.isfinite(x) for x in _finite_numbers(res["results"]))
+    tau = smoke["tau"]["results"]
+    for row in tau["edsd"].values():
+        assert row["verify_ct"] > 0 and 0 <= row["correct_drafts"] <= 4 * row["verify_ct"]
+        assert row["text"] == tau["none"][row["id"]]["text"]  # greedy, float32: lossless
+    for by_label in smoke["system_prompts"]["results"].values():
+        assert all(1 <= v["tau"] <= 5 for v in by_label.values())
+    for by_point in list(smoke["throughput"]["results"].values()) + list(smoke["latency"]["results"].values()):
+        for row in by_point.values():
+            assert row["completed"] == row["num_prompts"] and row["output_throughput"] > 0
+            assert 0 < row["client_cpu_share"] <= (os.cpu_count() or 1)
+
+
+def _record(accepted: int, target: list[float], draft: list[float] | None = None) -> dict:
+    return {"rid": "r", "draft_entropy": draft or [1.0] * len(target), "target_entropy": target, "accepted": accepted}
+
+
+def test_entropy_analysis_counts_judged_positions_only():
+    # Position k is judged when k <= accepted: accepted for k < accepted, rejected at k = accepted.
+    records = [_record(4, [0.1, 0.1, 0.1, 0.1]), _record(0, [5.0, 0.1, 0.1, 0.1]), _record(1, [0.1, 5.0, 5.0, 5.0])]
+    res = bench_entropy.analyse(records)
+    assert res["verifies"] == 3 and res["judged_positions"] == 4 + 1 + 2
+    low, high = res["target"]["1"][0], res["target"]["1"][6]  # [0, 0.25) and [4, 6)
+    assert (low["judged"], low["accepted"]) == (2, 2) and (high["judged"], high["accepted"]) == (1, 0)
+    d2_high = res["target"]["2"][6]
+    assert (d2_high["judged"], d2_high["accepted"], d2_high["rate"]) == (1, 0, 0.0)
+    assert res["target"]["4"][6]["judged"] == 0 and res["target"]["4"][6]["rate"] is None
+    assert res["target_quartile_rates"]["lowest"] == 1.0 and res["target_quartile_rates"]["highest"] == 0.0
+
+
+def test_entropy_analysis_of_an_empty_trace_names_the_problem():
+    with pytest.raises(ValueError, match="holds no verify records"):
+        bench_entropy.analyse([])
