@@ -24,6 +24,7 @@ import harness
 from tqdm import tqdm
 
 from sglang_edsd.demo import ask
+from sglang_edsd.drafts import SMOLLM2_EDSD, shipped_draft
 from sglang_edsd.serving.entropy_trace import ENV as TRACE_ENV
 from sglang_edsd.serving.entropy_trace import read_trace
 
@@ -45,8 +46,9 @@ def set_defaults(args: argparse.Namespace) -> None:
 
 
 def configs(args: argparse.Namespace) -> list[harness.ServeConfig]:
-    cfg = harness.standard_configs(args, ("edsd",), edsd_env={TRACE_ENV: str(args.trace_file)})[0]
-    return [harness.ServeConfig(**{**cfg.__dict__, "name": "edsd-traced"})]
+    """EDSD with the trace on, its own server whatever `--configs` compares."""
+    return [harness.ServeConfig("edsd-traced", "EDSD", str(args.edsd_draft or shipped_draft(SMOLLM2_EDSD)),
+                                args.steps, args.topk, args.draft_tokens, env={TRACE_ENV: str(args.trace_file)})]
 
 
 def prepare(args: argparse.Namespace, workdir: Path) -> list[str]:

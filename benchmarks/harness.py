@@ -108,16 +108,14 @@ def base_args(args: argparse.Namespace) -> list[str]:
     return base + args.server_args.split()
 
 
-def standard_configs(args: argparse.Namespace, names: tuple[str, ...] = ("none", "eagle3", "edsd"),
-                     edsd_env: dict[str, str] | None = None) -> list[ServeConfig]:
+def standard_configs(args: argparse.Namespace, names: tuple[str, ...] = ("none", "eagle3", "edsd")) -> list[ServeConfig]:
     """No speculation, EAGLE-3 (SGLang's own) and EDSD, in that order, with the same shape; those of
     `names` that `--configs` keeps."""
     shape = {"steps": args.steps, "topk": args.topk, "draft_tokens": args.draft_tokens}
     known = {
         "none": ServeConfig("none"),
         "eagle3": ServeConfig("eagle3", "EAGLE3", str(args.eagle3_draft or shipped_draft(SMOLLM2_EAGLE3)), **shape),
-        "edsd": ServeConfig("edsd", "EDSD", str(args.edsd_draft or shipped_draft(SMOLLM2_EDSD)), **shape,
-                            env=edsd_env or {}),
+        "edsd": ServeConfig("edsd", "EDSD", str(args.edsd_draft or shipped_draft(SMOLLM2_EDSD)), **shape),
     }
     return [known[n] for n in names if n in args.configs]
 

@@ -242,10 +242,10 @@ def test_calibration_thresholds_are_percentiles_and_bound_the_firing_rate(tiny_c
 
 
 def test_calibration_errors_name_the_problem(tiny_calibration):
-    from sglang_edsd.draft_config import DraftConfigError
+    from sglang_edsd.capture import CaptureError
     from sglang_edsd.easd.calibrate import calibrate
 
-    with pytest.raises(DraftConfigError, match=r"lacks layer ids \[2, 4\]"):
+    with pytest.raises(CaptureError, match=r"layer ids \[2, 4\] were not captured.*needed by draft"):
         calibrate(tiny_calibration["other_layers"], tiny_calibration["capture"], progress=False)
     with pytest.raises(ValueError, match="percentile must be in"):
         calibrate(tiny_calibration["draft"], tiny_calibration["capture"], percentile=120, progress=False)

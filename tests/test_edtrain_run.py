@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sglang_edsd.capture import capture
+from sglang_edsd.capture import CaptureError, capture
 from sglang_edsd.draft_config import EDSDDraftConfig, validate_draft_folder
 from sglang_edsd.edtrain import TrainConfigError, recipe
 from sglang_edsd.edtrain import trainer as trainer_mod
@@ -103,7 +103,7 @@ def test_eagle3_recipe_exports_an_eagle3_draft(tiny_capture, tmp_path) -> None:
 
 
 def test_clear_errors(tiny_capture, tmp_path) -> None:
-    with pytest.raises(TrainConfigError, match=r"layer ids \[5\] were not captured"):
+    with pytest.raises(CaptureError, match=r"layer ids \[5\] were not captured.*needed by the training recipe"):
         train(_cfg(layer_ids=(1, 5)), tiny_capture["capture"], tmp_path / "a", progress=False)
     with pytest.raises(TrainConfigError, match="two layer ids"):
         train(_cfg(layer_ids=()), tiny_capture["capture"], tmp_path / "b", progress=False)
@@ -169,7 +169,7 @@ def test_evaluate_scores_a_run_on_captured_data(tiny_capture, tmp_path, capsys) 
     partial = tmp_path / "capture-1-4"
     capture(tiny_capture["target"], tiny_capture["work"] / "tokens.jsonl", partial, [1, 4], dtype="float32",
             progress=False)
-    with pytest.raises(TrainConfigError, match=r"lacks layer ids \[3\]"):
+    with pytest.raises(CaptureError, match=r"layer ids \[3\] were not captured.*needed by run"):
         evaluate_run(trained, partial, progress=False)
 
     main(["evaluate", "--run", str(trained), "--capture", str(tiny_capture["capture"]), "--out",

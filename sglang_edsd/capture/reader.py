@@ -36,18 +36,23 @@ class CaptureReader:
         self.manifest: dict[str, Any] = manifest
         self.target = TargetInfo(**manifest["target"])
         self.hidden_size: int = manifest["hidden_size"]
-        stored = manifest["layer_ids"]
-        wanted = stored if layers is None else sorted({int(i) for i in layers})
-        missing = [i for i in wanted if i not in stored]
-        if missing:
-            raise CaptureError(f"layer ids {missing} were not captured in {self.out_dir} (captured: {stored})")
-        self.layer_ids: list[int] = wanted
+        self.layer_ids: list[int] = manifest["layer_ids"]
+        if layers is not None:
+            self.require_layers(layers, "the layers asked of this reader")
+            self.layer_ids = sorted({int(i) for i in layers})
         shards = manifest["shards"]
         self.sample_ids: list[str] = [sid for s in shards for sid in s["sample_ids"]]
         self.lengths: list[int] = [n for s in shards for n in s["sample_lengths"]]
         self._first = [0, *accumulate(s["num_samples"] for s in shards)]  # first sample index of each shard
         self._starts = [0, *accumulate(self.lengths)]  # global token offsets; a shard's rows start at its first
         self._open: tuple[int, Any] | None = None
+
+    def require_layers(self, ids: Sequence[int], reader: str) -> None:
+        """Fail, naming who needs them, when any of `ids` is not in this capture."""
+        missing = sorted({int(i) for i in ids} - set(self.layer_ids))
+        if missing:
+            raise CaptureError(f"layer ids {missing} were not captured in {self.out_dir} (captured: "
+                               f"{self.layer_ids}), needed by {reader}: capture them with `sglang-edsd capture`")
 
     def __len__(self) -> int:
         return len(self.lengths)

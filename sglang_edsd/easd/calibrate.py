@@ -64,10 +64,7 @@ def calibrate(draft_path: str | Path, capture_dir: str | Path, *, percentile: fl
     reader = CaptureReader(capture_dir)
     target_path = Path(reader.manifest["target_path"])
     model, d2t = load_draft(Path(draft_path), target_path)
-    missing = sorted(set(model.config.layer_ids) - set(reader.layer_ids))
-    if missing:
-        raise DraftConfigError(f"capture {capture_dir} lacks layer ids {missing} that draft {draft_path} reads "
-                               f"(it has {reader.layer_ids})")
+    reader.require_layers(model.config.layer_ids, f"draft {draft_path}")
     head = TargetHead.load(target_path)
     per_step: list[list[dict[str, torch.Tensor]]] = [[] for _ in range(steps)]
     count = len(reader) if max_samples is None else min(max_samples, len(reader))

@@ -34,10 +34,7 @@ def evaluate_run(run_dir: str | Path, capture_dir: str | Path, *, steps: int | N
     cfg = TrainConfig.from_dict(state["config"])
     steps = steps or cfg.s_max
     reader = CaptureReader(capture_dir)
-    missing = sorted(set(cfg.layer_ids) - set(reader.layer_ids))
-    if missing:
-        raise TrainConfigError(f"capture {capture_dir} lacks layer ids {missing} the run reads "
-                               f"(it has {reader.layer_ids}); capture them for the evaluation data")
+    reader.require_layers(cfg.layer_ids, f"run {run_dir}")
     head = TargetHead.load(Path(target_path or reader.manifest["target_path"])).to(device)
     sup = Supervision.build(head, state["draft_to_target"].to(device), reader.target.vocab_size)
     model = EDSDTrainDraft(EDSDDraftConfig.from_hf_dict(state["draft_config"], source=f"{run_dir} checkpoint"))

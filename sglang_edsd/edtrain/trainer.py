@@ -48,12 +48,7 @@ def resolve_layer_ids(cfg: TrainConfig, reader: CaptureReader) -> tuple[int, ...
                 "or --layers-from an EDSelect result"
             )
         ids = tuple(reader.layer_ids)
-    missing = sorted(set(ids) - set(reader.layer_ids))
-    if missing:
-        raise TrainConfigError(
-            f"layer ids {missing} were not captured (capture holds {list(reader.layer_ids)}); "
-            "re-run `sglang-edsd capture` with them"
-        )
+    reader.require_layers(ids, "the training recipe")
     return ids
 
 
