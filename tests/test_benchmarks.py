@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import subprocess
 import sys
@@ -100,3 +101,35 @@ def test_entropy_analysis_counts_judged_positions_only():
 def test_entropy_analysis_of_an_empty_trace_names_the_problem():
     with pytest.raises(ValueError, match="holds no verify records"):
         bench_entropy.analyse([])
+
+
+def test_prompt_records_become_a_dataset_sglangs_load_generator_reads(tmp_path: Path):
+    from sglang.benchmark.datasets.custom import sample_custom_requests
+    from transformers import AutoTokenizer
+
+    from serving_load import write_dataset
+    from sglang_edsd.assets import smollm2_path
+
+    records = [{"id": "a", "task": "t", "turns": ["Add 2 and 3."], "reference": {"answer": "5"}},
+               {"id": "b", "task": "t", "turns": ["Name a colour."]}]
+    rows = sample_custom_requests(str(write_dataset(records, tmp_path / "d.jsonl")), 2,
+                                  AutoTokenizer.from_pretrained(smollm2_path()), fixed_output_len=16)
+    assert sorted(r.prompt for r in rows) == ["Add 2 and 3.", "Name a colour."]
+    assert all(r.output_len == 16 for r in rows)
+
+
+def test_easd_scoring_and_paired_interval():
+    import bench_easd
+
+    assert bench_easd.last_number("3 + 4 = 7, so the answer is 1,204.") == 1204.0
+    assert bench_easd.last_number("no digits") is None
+    qs = bench_easd.arithmetic_questions(9)
+    ops = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+    for q in qs:
+        a, op, b = q["question"].split()[2:5]
+        assert q["answer"] == ops[op](int(a), int(b.rstrip("?")))
+    assert {q["question"].split()[3] for q in qs} == set(ops)
+    diff, lo, hi = bench_easd.paired_interval([True] * 10 + [False] * 10, [True] * 10 + [True] * 5 + [False] * 5)
+    assert diff == pytest.approx(0.25) and lo < 0.25 < hi and lo > 0  # 5 of 20 gained, none lost
+    same = bench_easd.paired_interval([True, False] * 10, [True, False] * 10)
+    assert same == (0.0, 0.0, 0.0)
