@@ -104,10 +104,10 @@ def test_entropy_analysis_of_an_empty_trace_names_the_problem():
 
 
 def test_prompt_records_become_a_dataset_sglangs_load_generator_reads(tmp_path: Path):
+    from serving_load import write_dataset
     from sglang.benchmark.datasets.custom import sample_custom_requests
     from transformers import AutoTokenizer
 
-    from serving_load import write_dataset
     from sglang_edsd.assets import smollm2_path
 
     records = [{"id": "a", "task": "t", "turns": ["Add 2 and 3."], "reference": {"answer": "5"}},
