@@ -161,6 +161,8 @@ def run_questions(questions: list[Question], args: argparse.Namespace) -> dict[s
     stamp = time.strftime("%Y%m%d-%H%M%S")
     meta = {q.NAME: run_metadata(q.NAME, args, q.configs(args)) for q in questions}
     results: dict[str, dict[str, Any]] = {q.NAME: {} for q in questions}
+    paths = {q.NAME: Path(args.out) if args.out and len(questions) == 1
+             else args.results_dir / f"{q.NAME}-{stamp}.json" for q in questions}
     with tempfile.TemporaryDirectory() as tmp:
         ctx = {q.NAME: q.prepare(args, Path(tmp)) for q in questions}
         for cfg in configs:
@@ -168,13 +170,15 @@ def run_questions(questions: list[Question], args: argparse.Namespace) -> dict[s
                 for q in questions:
                     if cfg.name in wanted[q.NAME]:
                         results[q.NAME][cfg.name] = q.measure_on(server, cfg, args, ctx[q.NAME])
-    paths = {}
+                        # Kept as it comes: a later server that fails to start loses nothing measured.
+                        write_json(paths[q.NAME], {**meta[q.NAME], "complete": False, "results": results[q.NAME]})
     for q in questions:
-        out = Path(args.out) if args.out and len(questions) == 1 else args.results_dir / f"{q.NAME}-{stamp}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        table = q.report(results[q.NAME], args, out.with_suffix(".png"))
-        write_result(out, meta[q.NAME], results[q.NAME], table)
-        paths[q.NAME] = out
+        table = q.report(results[q.NAME], args, paths[q.NAME].with_suffix(".png"))
+        write_json(paths[q.NAME], {**meta[q.NAME], "complete": True, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                   "results": results[q.NAME]})
+        paths[q.NAME].with_suffix(".md").write_text(table + "\n")
+        print(table)
+        print(f"wrote {paths[q.NAME]}")
     return paths
 
 
@@ -224,10 +228,8 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_result(path: Path, meta: dict[str, Any], results: dict[str, Any], table: str) -> None:
-    """The JSON (setup + results) and the printed markdown table next to it."""
-    meta = {**meta, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    path.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
-    path.with_suffix(".md").write_text(table + "\n")
-    print(table)
-    print(f"wrote {path}")
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)

@@ -60,7 +60,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
 
 def test_every_result_records_its_setup(smoke):
     for name, res in smoke.items():
-        assert res["benchmark"] == name and res["sglang_version"] and res["git_commit"]
+        assert res["benchmark"] == name and res["complete"] is True and res["sglang_version"] and res["git_commit"]
         assert res["hardware"]["cpu_count"] >= 1 and "--device" in res["base_server_args"]
         assert {c["name"] for c in res["configs"]} <= {"none", "edsd"}
         assert all(c["shape"] in ("no speculation", "chain, depth 4") for c in res["configs"])
