@@ -54,9 +54,11 @@ def set_defaults(args: argparse.Namespace) -> None:
 def configs(args: argparse.Namespace) -> list[harness.ServeConfig]:
     draft = str(args.edsd_draft or shipped_draft(SMOLLM2_EDSD))
     out = [harness.ServeConfig("none")] if args.baseline else []
-    out.append(harness.ServeConfig("edsd", "EDSD", draft, args.steps))
-    out += [harness.ServeConfig(f"easd-{Path(p).stem}", "EDSD", draft, args.steps, env={EASD_ENV: str(Path(p).resolve())})
-            for p in args.easd]
+    # EASD reads every draft forward in Python: no CUDA graphs on a GPU, for plain EDSD too (same engine).
+    no_graph = ("--disable-cuda-graph",) if args.device == "cuda" else ()
+    out.append(harness.ServeConfig("edsd", "EDSD", draft, args.steps, extra_flags=no_graph))
+    out += [harness.ServeConfig(f"easd-{Path(p).stem}", "EDSD", draft, args.steps,
+                                env={EASD_ENV: str(Path(p).resolve())}, extra_flags=no_graph) for p in args.easd]
     return out
 
 

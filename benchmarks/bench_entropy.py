@@ -46,9 +46,11 @@ def set_defaults(args: argparse.Namespace) -> None:
 
 
 def configs(args: argparse.Namespace) -> list[harness.ServeConfig]:
-    """EDSD with the trace on, its own server whatever `--configs` compares."""
+    """EDSD with the trace on, its own server whatever `--configs` compares (on a GPU without CUDA
+    graphs: the trace reads every draft forward in Python)."""
     return [harness.ServeConfig("edsd-traced", "EDSD", str(args.edsd_draft or shipped_draft(SMOLLM2_EDSD)),
-                                args.steps, args.topk, args.draft_tokens, env={TRACE_ENV: str(args.trace_file)})]
+                                args.steps, args.topk, args.draft_tokens, env={TRACE_ENV: str(args.trace_file)},
+                                extra_flags=("--disable-cuda-graph",) if args.device == "cuda" else ())]
 
 
 def prepare(args: argparse.Namespace, workdir: Path) -> list[str]:

@@ -41,6 +41,7 @@ class ServeConfig:
     topk: int = 1
     draft_tokens: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    extra_flags: tuple[str, ...] = ()
 
     @property
     def shape(self) -> str:
@@ -52,8 +53,8 @@ class ServeConfig:
 
     def flags(self) -> list[str]:
         if self.algorithm is None:
-            return []
-        return spec_args(self.algorithm, self.draft, self.steps, self.topk, self.draft_tokens)
+            return list(self.extra_flags)
+        return spec_args(self.algorithm, self.draft, self.steps, self.topk, self.draft_tokens) + list(self.extra_flags)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
