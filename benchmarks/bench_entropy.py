@@ -34,12 +34,12 @@ EDGES = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, float("inf"))  # nats
 
 def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--entropy-per-task", type=int, default=None, help="prompts per task (default 8, quick 1)")
-    p.add_argument("--entropy-output-len", type=int, default=None, help="tokens per request (default 128, quick 64)")
+    p.add_argument("--entropy-output-len", type=int, default=None, help="tokens per request (default 128, quick 32)")
 
 
 def set_defaults(args: argparse.Namespace) -> None:
     args.entropy_per_task = args.entropy_per_task or (1 if args.quick else 8)
-    args.entropy_output_len = args.entropy_output_len or (64 if args.quick else 128)
+    args.entropy_output_len = args.entropy_output_len or (32 if args.quick else 128)
     args.trace_file = harness.REPO / "artifacts" / f"entropy-trace-{os.getpid()}.jsonl"
     if args.topk != 1:
         raise SystemExit("error: the entropy trace supports chain drafting only (--topk 1)")

@@ -25,15 +25,15 @@ METRICS = ("mean_e2e_latency_ms", "p99_e2e_latency_ms", "mean_ttft_ms", "p99_ttf
 
 def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--request-rates", type=float, nargs="+", default=None,
-                   help="Poisson arrival rates, req/s (default 0.05 0.1 0.2; quick 0.2 0.5)")
+                   help="Poisson arrival rates, req/s (default 0.05 0.1 0.2; quick 0.5)")
     p.add_argument("--num-prompts", type=int, default=None, help="requests per rate (default 16, quick 4)")
-    p.add_argument("--latency-output-len", type=int, default=None, help="tokens per request (default 64, quick 32)")
+    p.add_argument("--latency-output-len", type=int, default=None, help="tokens per request (default 64, quick 16)")
 
 
 def set_defaults(args: argparse.Namespace) -> None:
-    args.request_rates = args.request_rates or ([0.2, 0.5] if args.quick else [0.05, 0.1, 0.2])
+    args.request_rates = args.request_rates or ([0.5] if args.quick else [0.05, 0.1, 0.2])
     args.num_prompts = args.num_prompts or (4 if args.quick else 16)
-    args.latency_output_len = args.latency_output_len or (32 if args.quick else 64)
+    args.latency_output_len = args.latency_output_len or (16 if args.quick else 64)
 
 
 def configs(args: argparse.Namespace) -> list[harness.ServeConfig]:

@@ -68,14 +68,14 @@ TABLE_14 = (
 def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system-per-task", type=int, default=None, help="user prompts per task (default 2, quick 1)")
     p.add_argument("--system-prompts", type=int, nargs="+", default=None,
-                   help="Table-14 numbers 0-9 to try besides the default (default all; quick 1 3)")
+                   help="Table-14 numbers 0-9 to try besides the default (default all; quick 3)")
     p.add_argument("--system-output-len", type=int, default=None, help="tokens per request (default 64, quick 32)")
 
 
 def set_defaults(args: argparse.Namespace) -> None:
     args.system_per_task = args.system_per_task or (1 if args.quick else 2)
     args.system_prompts = args.system_prompts if args.system_prompts is not None else (
-        [1, 3] if args.quick else list(range(len(TABLE_14))))
+        [3] if args.quick else list(range(len(TABLE_14))))
     bad = [n for n in args.system_prompts if not 0 <= n < len(TABLE_14)]
     if bad:
         raise SystemExit(f"error: --system-prompts {bad}: Table 14 numbers run 0-{len(TABLE_14) - 1}")

@@ -197,13 +197,13 @@ NAME = "tau"
 
 def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tau-per-task", type=int, default=None, help="prompts per task (default 8, quick 1)")
-    p.add_argument("--tau-output-len", type=int, default=None, help="max tokens per request (default 128, quick 64)")
+    p.add_argument("--tau-output-len", type=int, default=None, help="max tokens per request (default 128, quick 32)")
     p.add_argument("--temperature", type=float, default=0.0, help="see bench_tau.py --help")
 
 
 def set_defaults(args: argparse.Namespace) -> None:
     args.tau_per_task = args.tau_per_task or (1 if args.quick else 8)
-    args.tau_output_len = args.tau_output_len or (64 if args.quick else 128)
+    args.tau_output_len = args.tau_output_len or (32 if args.quick else 128)
 
 
 def configs(args: argparse.Namespace) -> list[harness.ServeConfig]:

@@ -25,12 +25,12 @@ NAME = "throughput"
 
 def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default 1 2 4 8 16 (quick: 1 4)")
-    p.add_argument("--throughput-output-len", type=int, default=None, help="tokens per request (default 64, quick 32)")
+    p.add_argument("--throughput-output-len", type=int, default=None, help="tokens per request (default 64, quick 16)")
 
 
 def set_defaults(args: argparse.Namespace) -> None:
     args.batch_sizes = args.batch_sizes or ([1, 4] if args.quick else [1, 2, 4, 8, 16])
-    args.throughput_output_len = args.throughput_output_len or (32 if args.quick else 64)
+    args.throughput_output_len = args.throughput_output_len or (16 if args.quick else 64)
 
 
 def configs(args: argparse.Namespace) -> list[harness.ServeConfig]:
