@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import random
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="EASD configuration JSON file(s), one server each (default: the shipped draft's p80)")
     p.add_argument("--answer-len", type=int, default=None, help="max tokens per answer (default 256, quick 128)")
     p.add_argument("--baseline", action="store_true", help="also serve the target without speculation")
+    p.add_argument("--concurrency", type=int, default=1,
+                   help="answers in flight at once (default 1). Above 1 only to screen a task's accuracy fast: "
+                        "batching can change float32 greedy outputs, which would blur the paired comparison")
 
 
 def set_defaults(args: argparse.Namespace) -> None:
@@ -54,6 +58,8 @@ def set_defaults(args: argparse.Namespace) -> None:
 def configs(args: argparse.Namespace) -> list[harness.ServeConfig]:
     draft = str(args.edsd_draft or shipped_draft(SMOLLM2_EDSD))
     out = [harness.ServeConfig("none")] if args.baseline else []
+    if "edsd" not in args.configs:  # `--baseline --configs none`: the target's own accuracy only
+        return out
     # EASD reads every draft forward in Python: no CUDA graphs on a GPU, for plain EDSD too (same engine).
     no_graph = ("--disable-cuda-graph",) if args.device == "cuda" else ()
     out.append(harness.ServeConfig("edsd", "EDSD", draft, args.steps, extra_flags=no_graph))
@@ -90,14 +96,17 @@ def last_number(text: str) -> float | None:
 
 def measure_on(server: Any, cfg: harness.ServeConfig, args: argparse.Namespace,
                questions: list[dict[str, Any]]) -> dict[str, Any]:
-    rows = {}
-    for q in tqdm(questions, desc=f"{NAME} {cfg.name}", unit="question"):
+    def score(q: dict[str, Any]) -> dict[str, Any]:
         a = ask(server, q["question"], args.answer_len)
         got = last_number(a.text)
-        rows[q["id"]] = {"correct": got is not None and abs(got - float(q["answer"])) < 1e-6, "text": a.text,
-                         "completion_tokens": a.completion_tokens, "seconds": a.seconds,
-                         "verify_ct": a.verify_ct, "correct_drafts": a.correct_drafts}
-    return rows
+        return {"correct": got is not None and abs(got - float(q["answer"])) < 1e-6, "text": a.text,
+                "completion_tokens": a.completion_tokens, "seconds": a.seconds,
+                "verify_ct": a.verify_ct, "correct_drafts": a.correct_drafts}
+
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        answers = list(tqdm(pool.map(score, questions), total=len(questions), desc=f"{NAME} {cfg.name}",
+                            unit="question"))
+    return {q["id"]: row for q, row in zip(questions, answers, strict=True)}
 
 
 def paired_interval(x: list[bool], y: list[bool], reps: int = 10000, seed: int = 0) -> tuple[float, float, float]:
@@ -109,8 +118,8 @@ def paired_interval(x: list[bool], y: list[bool], reps: int = 10000, seed: int =
 
 
 def report(results: dict[str, Any], args: argparse.Namespace, png: Path) -> str:
-    ids = list(results["edsd"])
-    plain = [results["edsd"][i]["correct"] for i in ids]
+    ids = list(next(iter(results.values())))
+    plain = [results["edsd"][i]["correct"] for i in ids] if "edsd" in results else None
     rows = []
     for name, by_id in results.items():
         got = [by_id[i]["correct"] for i in ids]
@@ -119,16 +128,16 @@ def report(results: dict[str, Any], args: argparse.Namespace, png: Path) -> str:
         tps = sum(r["completion_tokens"] for r in by_id.values()) / sum(r["seconds"] for r in by_id.values())
         diff = lo = hi = None
         only_plain = only_this = None
-        if name != "edsd" and name != "none":
+        if plain is not None and name not in ("edsd", "none"):
             diff, lo, hi = paired_interval(plain, got)
             only_plain = sum(a and not b for a, b in zip(plain, got))
             only_this = sum(b and not a for a, b in zip(plain, got))
-        same = sum(by_id[i]["text"] == results["edsd"][i]["text"] for i in ids)
+        same = None if plain is None else sum(by_id[i]["text"] == results["edsd"][i]["text"] for i in ids)
         rows.append([name, sum(got) / len(got), diff, None if lo is None else f"[{lo:+.3f}, {hi:+.3f}]",
-                     only_plain, only_this, tau, tps, f"{same}/{len(ids)}"])
+                     only_plain, only_this, tau, tps, None if same is None else f"{same}/{len(ids)}"])
     _plot(results, ids, png)
-    return (f"EASD vs plain EDSD on {args.task} ({len(ids)} questions, greedy, up to {args.answer_len} tokens): "
-            f"accuracy, paired difference with 95% bootstrap interval\n\n"
+    return (f"EASD vs plain EDSD on {args.task} ({len(ids)} questions, greedy, up to {args.answer_len} tokens, "
+            f"{args.concurrency} in flight): accuracy, paired difference with 95% bootstrap interval\n\n"
             + harness.markdown_table(["config", "accuracy", "diff vs edsd", "95% CI", "only edsd right",
                                       "only this right", "tau", "tok/s", "text = edsd"], rows))
 

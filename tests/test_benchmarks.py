@@ -133,3 +133,24 @@ def test_easd_scoring_and_paired_interval():
     assert diff == pytest.approx(0.25) and lo < 0.25 < hi and lo > 0  # 5 of 20 gained, none lost
     same = bench_easd.paired_interval([True, False] * 10, [True, False] * 10)
     assert same == (0.0, 0.0, 0.0)
+
+
+def _answers(correct: list[bool], text: str) -> dict[str, dict]:
+    return {f"q{i}": {"correct": c, "text": f"{text}{i}", "completion_tokens": 10, "seconds": 2.0,
+                      "verify_ct": 4, "correct_drafts": 2} for i, c in enumerate(correct)}
+
+
+def test_easd_report_pairs_with_plain_edsd_and_screens_without_it(tmp_path):
+    import argparse
+
+    import bench_easd
+
+    args = argparse.Namespace(task="gsm8k", answer_len=64, concurrency=4)
+    screen = bench_easd.report({"none": _answers([True, False, False, False], "a")}, args, tmp_path / "s.png")
+    row = [line for line in screen.splitlines() if line.startswith("| none")][0].split("|")
+    assert float(row[2]) == 0.25 and row[3].strip() == "-" and "4 in flight" in screen
+    paired = bench_easd.report({"edsd": _answers([True, False, False, False], "a"),
+                                "easd-x": _answers([True, True, False, False], "b")}, args, tmp_path / "p.png")
+    row = [line for line in paired.splitlines() if line.startswith("| easd-x")][0].split("|")
+    assert float(row[3]) == 0.25 and row[5].strip() == "0" and row[6].strip() == "1" and row[9].strip() == "0/4"
+    assert (tmp_path / "p.png").stat().st_size > 1000
