@@ -114,33 +114,37 @@ def _tps(rows: list[dict[str, Any]]) -> float:
     return sum(r["completion_tokens"] for r in rows) / sum(r["seconds"] for r in rows)
 
 
+def _speedup(rows: list[dict[str, Any]], base: dict[str, dict[str, Any]]) -> float:
+    return _tps(rows) / _tps([base[r["id"]] for r in rows])
+
+
 def summarize(cfgs: list[dict[str, Any]], prompts: list[dict[str, Any]], done: dict[tuple[str, str], dict[str, Any]],
               tasks: list[str]) -> dict[str, Any]:
-    """Per config: tau per task and its mean, tokens/s and speedup over the prompts it shares with "none"."""
+    """Per config: tau per task and its mean, tokens/s and speedup over the prompts it shares with "none"
+    (without a "none" config, e.g. `bench_all.py --configs edsd`, speedups and output checks are None)."""
+    has_base = any(c["name"] == "none" for c in cfgs)
     base = {p["id"]: done[("none", p["id"])] for p in prompts if ("none", p["id"]) in done}
     result: dict[str, Any] = {}
     for cfg in cfgs:
         # A partial run compares only prompts that both this config and the baseline finished.
-        rows = [done[(cfg["name"], p["id"])] for p in prompts if (cfg["name"], p["id"]) in done and p["id"] in base]
+        rows = [done[(cfg["name"], p["id"])] for p in prompts
+                if (cfg["name"], p["id"]) in done and (p["id"] in base or not has_base)]
         if not rows:
             continue
-        ids = {r["id"] for r in rows}
         per_task = {}
         for task in tasks:
             t_rows = [r for r in rows if r["task"] == task]
             if not t_rows:
                 continue
-            b_rows = [base[r["id"]] for r in t_rows]
             per_task[task] = {"prompts": len(t_rows), "tau": _tau(t_rows), "tokens_per_s": _tps(t_rows),
-                              "speedup": _tps(t_rows) / _tps(b_rows),
+                              "speedup": _speedup(t_rows, base) if has_base else None,
                               "mean_completion_tokens": sum(r["completion_tokens"] for r in t_rows) / len(t_rows)}
         taus = [v["tau"] for v in per_task.values() if v["tau"] is not None]
-        b_all = [base[i] for i in ids]
         result[cfg["name"]] = {
             "algorithm": cfg["algorithm"], "draft": cfg["draft"], "steps": cfg["steps"], "prompts": len(rows),
             "per_task": per_task, "mean_tau": sum(taus) / len(taus) if taus else None,
-            "tokens_per_s": _tps(rows), "speedup": _tps(rows) / _tps(b_all),
-            "outputs_differing_from_none": sum(r["text"] != base[r["id"]]["text"] for r in rows),
+            "tokens_per_s": _tps(rows), "speedup": _speedup(rows, base) if has_base else None,
+            "outputs_differing_from_none": sum(r["text"] != base[r["id"]]["text"] for r in rows) if has_base else None,
             "client_cpu_share": sum(r["client_cpu_s"] for r in rows) / sum(r["seconds"] for r in rows),
         }
     return result
@@ -176,10 +180,11 @@ def plot(result: dict[str, Any], tasks: list[str], path: Path) -> None:
     ax1.set_xticks([i + width * (len(main) - 1) / 2 for i in range(len(tasks))], tasks, rotation=20)
     ax1.set_ylabel("tau (depth-4 chain)")
     ax1.legend()
-    depths = sorted((r["steps"], r["speedup"]) for n, r in result.items() if n.startswith("edsd"))
+    depths = sorted((r["steps"], r["speedup"]) for n, r in result.items()
+                    if n.startswith("edsd") and r["speedup"] is not None)
     if depths:  # speedup, not tokens/s: the sweep runs on a subset of the prompts
         ax2.plot([d for d, _ in depths], [s for _, s in depths], "o-", label="EDSD")
-    if "eagle3" in result:
+    if "eagle3" in result and result["eagle3"]["speedup"] is not None:
         ax2.plot([result["eagle3"]["steps"]], [result["eagle3"]["speedup"]], "s", label="EAGLE-3")
     ax2.set_xticks(range(1, 5))
     ax2.axhline(1.0, color="gray", ls="--", label="no speculation")
