@@ -61,8 +61,8 @@ def main() -> None:
     for name, (n, k), m in tqdm(cells, desc="gemm shapes", unit="cell"):
         w, x = torch.randn(n, k), torch.randn(m, k)
         rows_out.append({"layer": name, "out": n, "in": k, "rows": m,
-                         "f_linear_ms": median_ms(lambda: F.linear(x, w), args.repeats),
-                         "few_row_ms": median_ms(lambda: few_row_linear(x, w), args.repeats)})
+                         "f_linear_ms": median_ms(lambda x=x, w=w: F.linear(x, w), args.repeats),
+                         "few_row_ms": median_ms(lambda x=x, w=w: few_row_linear(x, w), args.repeats)})
     print(f"{'layer':14s}{'out x in':>14s}{'rows':>6s}{'F.linear ms':>13s}{'W@x.T ms':>10s}{'ratio':>7s}")
     for r in rows_out:
         print(f"{r['layer']:14s}{r['out']:>8d} x{r['in']:>4d}{r['rows']:>6d}{r['f_linear_ms']:13.3f}"

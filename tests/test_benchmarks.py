@@ -147,11 +147,11 @@ def test_easd_report_pairs_with_plain_edsd_and_screens_without_it(tmp_path):
 
     args = argparse.Namespace(task="gsm8k", answer_len=64, concurrency=4)
     screen = bench_easd.report({"none": _answers([True, False, False, False], "a")}, args, tmp_path / "s.png")
-    row = [line for line in screen.splitlines() if line.startswith("| none")][0].split("|")
+    row = next(line for line in screen.splitlines() if line.startswith("| none")).split("|")
     assert float(row[2]) == 0.25 and row[3].strip() == "-" and "4 in flight" in screen
     paired = bench_easd.report({"edsd": _answers([True, False, False, False], "a"),
                                 "easd-x": _answers([True, True, False, False], "b")}, args, tmp_path / "p.png")
-    row = [line for line in paired.splitlines() if line.startswith("| easd-x")][0].split("|")
+    row = next(line for line in paired.splitlines() if line.startswith("| easd-x")).split("|")
     assert float(row[3]) == 0.25 and row[5].strip() == "0" and row[6].strip() == "1" and row[9].strip() == "0/4"
     assert (tmp_path / "p.png").stat().st_size > 1000
 
