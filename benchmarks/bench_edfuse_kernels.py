@@ -6,6 +6,11 @@ writes one) and as a % of the device's measured copy bandwidth. The same byte co
 for every provider, so eager's extra passes (SiLU output written and re-read) show up as
 lower GB/s. Small row counts are launch-bound unless --cuda-graph is given.
 
+A second table times the whole EDFuse input module as the draft extend runs it
+(`serving.edfuse_streams.EDFuseRunner`) with the side stream on and off, next to each of its
+two streams alone: `hidden` is the time the side stream saved as a fraction of the shorter
+stream (1.0 = fully overlapped, the issue's target).
+
     python benchmarks/bench_edfuse_kernels.py                  # GPU sweep, JSON in benchmarks/results/
     python benchmarks/bench_edfuse_kernels.py --interpret-smoke  # CPU, TRITON_INTERPRET=1, tiny sizes
 """
@@ -49,6 +54,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=100)
     p.add_argument("--cuda-graph", action="store_true",
                    help="time graph replays of the --iters calls (no Python launch overhead)")
+    p.add_argument("--stream-rows", type=_ints, default=_ints("1,16,64,256,1024,4096"),
+                   help="token rows of the side-stream A/B (draft-extend batch x tokens)")
+    p.add_argument("--stream-shape", type=_ints, default=_ints("4096,14336"),
+                   help="d,E of the EDFuse module in the side-stream A/B (features are 2*d wide)")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="JSON folder for GPU runs")
     p.add_argument("--interpret-smoke", action="store_true",
                    help="run a tiny size on CPU under TRITON_INTERPRET=1 to prove the script "
@@ -61,6 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if args.cuda_graph:
             p.error("--cuda-graph needs a GPU; not with --interpret-smoke")
         args.rows, args.hidden, args.widths, args.warmup, args.iters = [1, 7], [577], [1000], 1, 2
+        args.stream_rows, args.stream_shape = [3], [64, 96]
     return args
 
 
@@ -176,6 +186,45 @@ def run_sweep(args: argparse.Namespace, device: torch.device, copy_gbs: float) -
     return results
 
 
+def run_streams(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """EDFuse as served, side stream on vs off, and each stream alone, per row count."""
+    from sglang_edsd.edfuse import EDFuse
+    from sglang_edsd.serving.edfuse_streams import EDFuseRunner
+
+    d, e = args.stream_shape
+    dtype = DTYPES[args.dtype]
+    fuse = EDFuse(2 * d, d, e).to(device=device, dtype=dtype)
+    on = EDFuseRunner(fuse, device)
+    off = EDFuseRunner(fuse, device)
+    off.side_stream = None
+    time_us = timer(device, args.iters, args.cuda_graph)
+    results = []
+    for rows in args.stream_rows:
+        feats = torch.randn(rows, 2 * d, device=device, dtype=dtype)
+        embeds = torch.randn(rows, d, device=device, dtype=dtype)
+        torch.testing.assert_close(on(feats, embeds).float(), off(feats, embeds).float(), rtol=2e-2, atol=2e-2)
+        fns = {"side_stream": lambda f=feats, x=embeds: on(f, x), "one_stream": lambda f=feats, x=embeds: off(f, x),
+               "feature_stream_alone": lambda f=feats: fuse.gate(f),
+               "token_stream_alone": lambda x=embeds: on._token_stream(x)}
+        row: dict = {"rows": rows, "d": d, "E": e, "side_stream_available": on.side_stream is not None}
+        for name, fn in fns.items():
+            _warm_up(fn, args.warmup, device)
+            row[f"{name}_us"] = time_us(fn)
+        shorter = min(row["feature_stream_alone_us"], row["token_stream_alone_us"])
+        row["hidden"] = (row["one_stream_us"] - row["side_stream_us"]) / shorter
+        results.append(row)
+    return results
+
+
+def streams_markdown(results: list[dict]) -> str:
+    head = "| rows | d | E | one stream µs | side stream µs | feature stream µs | token stream µs | hidden |"
+    lines = [head, "|" + "---|" * 8]
+    lines += [f"| {r['rows']} | {r['d']} | {r['E']} | {r['one_stream_us']:.1f} | {r['side_stream_us']:.1f} | "
+              f"{r['feature_stream_alone_us']:.1f} | {r['token_stream_alone_us']:.1f} | {r['hidden']:.2f} |"
+              for r in results]
+    return "\n".join(lines)
+
+
 def markdown(results: list[dict], providers: list[str]) -> str:
     by_size: dict[tuple, dict[str, dict]] = {}
     for r in results:
@@ -216,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {device_name}  dtype: {args.dtype}  copy bandwidth: {copy_gbs:.0f} GB/s  "
           f"cuda-graph: {args.cuda_graph}\n")
     print(markdown(results, args.providers))
+    streams = run_streams(args, device)
+    print(f"\nEDFuse as served, side stream on vs off ({args.dtype}):\n")
+    print(streams_markdown(streams))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
     out_dir = Path(tempfile.mkdtemp(prefix="edfuse-kernels-smoke-")) if args.interpret_smoke else args.out_dir
@@ -224,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps({
         "device": device_name, "torch": torch.__version__, "triton": triton.__version__,
         "dtype": args.dtype, "cuda_graph": args.cuda_graph, "iters": args.iters,
-        "copy_bandwidth_gbs": copy_gbs, "timestamp": stamp, "results": results,
+        "copy_bandwidth_gbs": copy_gbs, "timestamp": stamp, "results": results, "streams": streams,
     }, indent=1))
     print(f"\nwrote {path}")
     return 0
