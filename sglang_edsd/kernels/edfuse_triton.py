@@ -16,9 +16,9 @@ Where the kernels sit, and why:
 * Join: `silu_mul` reads the two E-wide GEMM outputs once and writes the product once
   (3 E-wide passes instead of eager's 5: silu read+write, mul read 2 + write). It may write
   the product over `gate_pre` (out=gate_pre), so the join needs no extra E-wide buffer;
-  the down GEMM then reads it. On the two-stream GPU path the token stream records an
-  event after the up GEMM and the feature stream waits on it before `silu_mul`; up_pre
-  then crosses streams, so it needs `record_stream` or a static (CUDA-graph) buffer.
+  the down GEMM then reads it. On the two-stream GPU path the main stream waits for the
+  side stream before `silu_mul` (`serving/edfuse_streams.py` holds the fork/join and why
+  up_pre's memory is safe to reuse).
   Fusing SiLU*mul into the up GEMM's epilogue would save one more pass, but needs a
   custom GEMM in place of cuBLAS, which this design keeps.
 
@@ -38,7 +38,6 @@ CPU tensors) or compiled (CUDA tensors) is fixed when this module is imported.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch import nn
@@ -180,10 +179,26 @@ def silu_mul(gate_pre: torch.Tensor, up_pre: torch.Tensor, *,
     return out
 
 
-def fused_edfuse_forward(module: EDFuse, features: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-    """EDFuse.forward with the LayerNorm and SiLU*mul kernels around torch GEMMs.
+def edfuse_token_stream(module: EDFuse, embeds: torch.Tensor) -> torch.Tensor:
+    """up(LayerNorm(embeds)) with the LayerNorm kernel: the side stream's whole work."""
+    if isinstance(module.norm, nn.LayerNorm):
+        norm = module.norm
+        embeds = layernorm(embeds.contiguous(), norm.weight, norm.bias, norm.eps)
+    elif not isinstance(module.norm, nn.Identity):
+        raise TypeError(f"EDFuse.norm must be LayerNorm or Identity, got {type(module.norm).__name__}")
+    return module.up(embeds)
 
-    Runs on one stream; the two-stream split belongs to the serving path (module docstring).
+
+def edfuse_join(module: EDFuse, gate_pre: torch.Tensor, up_pre: torch.Tensor) -> torch.Tensor:
+    """down(SiLU(gate_pre) * up_pre), the product written over gate_pre: the join."""
+    return module.down(silu_mul(gate_pre, up_pre, out=gate_pre))
+
+
+def fused_edfuse_forward(module: EDFuse, features: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+    """EDFuse.forward with the kernels around torch GEMMs, on one stream.
+
+    The serving path (`serving.edfuse_streams.EDFuseRunner`) runs the same two halves,
+    `edfuse_token_stream` on a side stream and `edfuse_join` after it.
     """
     if features.shape[:-1] != embeds.shape[:-1]:
         raise ValueError(f"features {tuple(features.shape)} and embeds {tuple(embeds.shape)} "
@@ -192,11 +207,4 @@ def fused_edfuse_forward(module: EDFuse, features: torch.Tensor, embeds: torch.T
         raise ValueError(f"features width {features.shape[-1]} != gate input {module.gate.in_features}")
     if embeds.shape[-1] != module.up.in_features:
         raise ValueError(f"embeds width {embeds.shape[-1]} != up input {module.up.in_features}")
-    gate_pre = F.linear(features, module.gate.weight)
-    if isinstance(module.norm, nn.LayerNorm):
-        norm = module.norm
-        embeds = layernorm(embeds.contiguous(), norm.weight, norm.bias, norm.eps)
-    elif not isinstance(module.norm, nn.Identity):
-        raise TypeError(f"EDFuse.norm must be LayerNorm or Identity, got {type(module.norm).__name__}")
-    up_pre = F.linear(embeds, module.up.weight)
-    return F.linear(silu_mul(gate_pre, up_pre, out=gate_pre), module.down.weight)
+    return edfuse_join(module, module.gate(features), edfuse_token_stream(module, embeds))

@@ -56,16 +56,15 @@ class EDFuseRunner:
         return self._fused(up_pre, gate_pre)
 
     def _token_stream(self, embeds: torch.Tensor) -> torch.Tensor:
-        norm = self.edfuse.norm
-        if self.use_triton and isinstance(norm, torch.nn.LayerNorm):
-            from sglang_edsd.kernels import layernorm
+        if self.use_triton:
+            from sglang_edsd.kernels import edfuse_token_stream
 
-            return self.edfuse.up(layernorm(embeds, norm.weight, norm.bias, norm.eps))
+            return edfuse_token_stream(self.edfuse, embeds)
         return self.edfuse.token_stream(embeds)
 
     def _fused(self, up_pre: torch.Tensor, gate_pre: torch.Tensor) -> torch.Tensor:
         if self.use_triton:
-            from sglang_edsd.kernels import silu_mul
+            from sglang_edsd.kernels import edfuse_join
 
-            return self.edfuse.down(silu_mul(gate_pre, up_pre, out=gate_pre))
+            return edfuse_join(self.edfuse, gate_pre, up_pre)
         return self.edfuse.fuse(torch.nn.functional.silu(gate_pre), up_pre)
