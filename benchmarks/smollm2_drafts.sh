@@ -65,7 +65,7 @@ done
 
 # 7. ablation (EDSelect's layers vs SGLang's default mid/high layers, same EDFuse and EDTrain)
 mkdir -p "$R/run-edsd-layers14-26"
-sglang-edsd train "${COMMON[@]}" --out "$W/run-edsd-layers14-26" --recipe edsd --layer-ids 14 26 --no-export
+sglang-edsd train "${COMMON[@]}" --out "$W/run-edsd-layers14-26" --recipe edsd --layer-ids 14 26
 sglang-edsd evaluate --run "$W/run-edsd-layers14-26" --capture "$H/capture" \
     --out "$R/run-edsd-layers14-26/heldout-eval.json"
 cp "$W/run-edsd-layers14-26"/{history.jsonl,curves.png,summary.json} "$R/run-edsd-layers14-26/"
