@@ -46,14 +46,14 @@ class EDFuseRunner:
         if not self.use_cuda:
             return self.edfuse(features, embeds)
         if self.side_stream is None:
-            return self._fused(self._token_stream(embeds), self.edfuse.gate(features))
+            return self._join(self.edfuse.gate(features), self._token_stream(embeds))
         main = torch.cuda.current_stream()
         self.side_stream.wait_stream(main)
         with torch.cuda.stream(self.side_stream):
             up_pre = self._token_stream(embeds)
         gate_pre = self.edfuse.gate(features)
         main.wait_stream(self.side_stream)
-        return self._fused(up_pre, gate_pre)
+        return self._join(gate_pre, up_pre)
 
     def _token_stream(self, embeds: torch.Tensor) -> torch.Tensor:
         if self.use_triton:
@@ -62,7 +62,7 @@ class EDFuseRunner:
             return edfuse_token_stream(self.edfuse, embeds)
         return self.edfuse.token_stream(embeds)
 
-    def _fused(self, up_pre: torch.Tensor, gate_pre: torch.Tensor) -> torch.Tensor:
+    def _join(self, gate_pre: torch.Tensor, up_pre: torch.Tensor) -> torch.Tensor:
         if self.use_triton:
             from sglang_edsd.kernels import edfuse_join
 
