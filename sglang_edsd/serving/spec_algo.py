@@ -17,6 +17,7 @@ from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 from sglang.srt.speculative.spec_registry import CustomSpecAlgo
 
 from sglang_edsd.draft_config import DraftConfigError, validate_draft_folder
+from sglang_edsd.patches import guard
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +25,11 @@ ALGORITHM_NAME = "EDSD"
 # EDSD's serving default (paper Sec. 4.4): a depth-4 chain.
 DEFAULT_STEPS, DEFAULT_TOPK, DEFAULT_DRAFT_TOKENS = 4, 1, 5
 
-# Methods SGLang 0.5.23 calls on every algorithm object but `CustomSpecAlgo` lacks. Their
-# bodies on `SpeculativeAlgorithm` dispatch only through `is_*()`, so EAGLE-3's behaviour
-# follows from our `is_eagle()`/`is_eagle3()` answers.
+# SpeculativeAlgorithm methods whose bodies reach EAGLE-3's behaviour through `is_*()` (or
+# not at all), so with our `is_eagle()`/`is_eagle3()` answers they answer as for EAGLE3.
+# They replace CustomSpecAlgo's plugin defaults, which answer otherwise (no grammar overlap,
+# no PD-disaggregation draft input, static width under adaptive steps) or are missing
+# (AttributeError at start-up). tests/test_spec_parity.py checks every public method against EAGLE3.
 _BORROWED_FROM_EAGLE = (
     "carries_draft_hidden_states",
     "create_future_map",
@@ -34,10 +37,17 @@ _BORROWED_FROM_EAGLE = (
     "get_platform_worker_cls",
     "build_disagg_draft_input",
     "get_num_tokens_per_req_for_target_verify",
-    "supports_mixed_chunk",
     "supports_grammar_overlap",
     "has_draft_kv",
+    "resolve_max_speculative_num_draft_tokens",
 )
+# Public methods of SGLang's EAGLE3 where EDSD deliberately answers differently.
+DIFFERS_FROM_EAGLE3 = {
+    "handle_server_args": "EDSD's depth-4 chain default, its refusals and CPU draft backend, "
+                          "then SGLang's own EAGLE-family handling",
+    "create_worker": "CustomSpecAlgo.create_worker -> edsd_worker_factory: EAGLE V2 worker or its "
+                     "EASD variant; multi-layer EAGLE is refused in handle_server_args",
+}
 
 
 class EDSDSpecAlgo(CustomSpecAlgo):
@@ -49,9 +59,21 @@ class EDSDSpecAlgo(CustomSpecAlgo):
     def is_eagle3(self) -> bool:
         return True
 
+    def supports_mixed_chunk(self) -> bool:
+        # SpeculativeAlgorithm's body tests enum identity, so borrowing it would say False.
+        return True
+
     def handle_server_args(self, server_args: Any) -> None:
-        """EAGLE-family defaults, with EDSD's depth-4 chain when the user gives no shape."""
+        """EDSD's depth-4 chain when the user gives no shape, then SGLang's EAGLE-family handling
+        (max running requests, CPU overlap, mixed chunk, topk > 1 backend guards, chain width)."""
         sa = server_args
+        if sa.speculative_use_rejection_sampling:
+            raise ValueError(
+                "EDSD drafts use a pruned draft vocabulary; --speculative-use-rejection-sampling "
+                "needs draft vocab == target vocab and is not supported"
+            )
+        if sa.enable_multi_layer_eagle:
+            raise ValueError("EDSD drafts have one decoder layer; --enable-multi-layer-eagle is not supported")
         if sa.speculative_num_steps is None and sa.speculative_eagle_topk is None and sa.speculative_num_draft_tokens is None:
             sa.speculative_num_steps, sa.speculative_eagle_topk = DEFAULT_STEPS, DEFAULT_TOPK
             sa.speculative_num_draft_tokens = DEFAULT_DRAFT_TOKENS
@@ -64,19 +86,13 @@ class EDSDSpecAlgo(CustomSpecAlgo):
             sa.speculative_num_draft_tokens = sa.speculative_num_steps + 1
         if sa.speculative_num_draft_tokens is None:
             raise ValueError("EDSD with --speculative-eagle-topk > 1 needs --speculative-num-draft-tokens")
-        if sa.max_running_requests is None:
-            sa.max_running_requests = 48
-        if sa.device == "cpu":
-            # SGLang has no overlap scheduler for speculative decoding on CPU, and its draft
-            # attention factory has a CPU entry only under the intel_amx name.
-            sa.disable_overlap_schedule = True
-            if sa.speculative_draft_attention_backend is None:
-                sa.speculative_draft_attention_backend = "intel_amx"
-        if sa.speculative_use_rejection_sampling:
-            raise ValueError(
-                "EDSD drafts use a pruned draft vocabulary; --speculative-use-rejection-sampling "
-                "needs draft vocab == target vocab and is not supported"
-            )
+        if sa.device == "cpu" and sa.speculative_draft_attention_backend is None:
+            # SGLang's draft attention factory has a CPU entry only under the intel_amx name.
+            sa.speculative_draft_attention_backend = "intel_amx"
+        # SGLang's own EAGLE-family handling (`_handle_eagle_family`), reached through the enum
+        # member because its dispatch tests enum identity. `sa` is SGLang's recorder for plugin
+        # hooks: that code reads our writes above and declares its own on the real record.
+        SpeculativeAlgorithm.EAGLE3.handle_server_args(sa)
 
 
 for _name in _BORROWED_FROM_EAGLE:
@@ -85,8 +101,8 @@ for _name in _BORROWED_FROM_EAGLE:
             f"sglang_edsd: SpeculativeAlgorithm.{_name} is gone from this SGLang; "
             "EDSDSpecAlgo was written against sglang 0.5.23"
         )
-    if _name not in vars(CustomSpecAlgo):
-        setattr(EDSDSpecAlgo, _name, vars(SpeculativeAlgorithm)[_name])
+    setattr(EDSDSpecAlgo, _name, vars(SpeculativeAlgorithm)[_name])
+guard(SpeculativeAlgorithm.handle_server_args, "_handle_eagle_family(server_args)", "EDSD server-argument handling")
 
 
 def validate_server_args(server_args: Any) -> None:
