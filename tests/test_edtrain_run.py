@@ -15,9 +15,14 @@ import torch
 from sglang_edsd.capture import CaptureError, capture
 from sglang_edsd.draft_config import EDSDDraftConfig, validate_draft_folder
 from sglang_edsd.edtrain import TrainConfigError, recipe
-from sglang_edsd.edtrain import trainer as trainer_mod
+from sglang_edsd.capture.reader import CaptureReader
 from sglang_edsd.edtrain.checkpoint import load_checkpoint
-from sglang_edsd.edtrain.trainer import epoch_order, train
+from sglang_edsd.edtrain.model import EDSDTrainDraft
+from sglang_edsd.edtrain.packing import epoch_batches
+from sglang_edsd.edtrain.sources import OnlineData, OnlineSource
+from sglang_edsd.edtrain.target_head import TargetHead
+from sglang_edsd.edtrain.trainer import Supervision, batch_loss, train
+from sglang_edsd.edtrain.vocab import draft_vocab_from_data
 from tests.synthetic import tiny_llama
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,19 +53,22 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run)["model"]
 
 
-def test_epoch_order_covers_every_sample_on_every_rank_count() -> None:
+def test_epoch_batches_cover_every_sample_on_every_rank_count() -> None:
+    lengths = [30, 10, 50, 20, 40, 10, 60, 30, 20, 10]
     for world in (1, 2, 3):
-        ranks = epoch_order(10, world, seed=0, epoch=1)
-        assert len({len(r) for r in ranks}) == 1
-        assert {i for r in ranks for i in r} == set(range(10))
-    assert epoch_order(10, 1, 0, 0) != epoch_order(10, 1, 0, 1)
+        for budget in (0, 64):
+            batches = epoch_batches(lengths, world, seed=0, epoch=1, batch_tokens=budget)
+            assert len(batches) % world == 0  # every rank runs the same number of micro-batches
+            assert {i for b in batches for i in b} == set(range(10))
+            assert all(len(b) == 1 or sum(lengths[i] for i in b) <= budget for b in batches)
+    assert epoch_batches(lengths, 1, 0, 0, 0) != epoch_batches(lengths, 1, 0, 1, 0)
 
 
 def test_resume_after_a_crash_mid_epoch_gives_identical_weights(tiny_capture, tmp_path, monkeypatch) -> None:
     full = train(_cfg(), tiny_capture["capture"], tmp_path / "full", progress=False, export=False)
     assert not full["stopped"]
 
-    real_getitem = trainer_mod.CaptureReader.__getitem__
+    real_getitem = CaptureReader.__getitem__
     calls = {"n": 0}
 
     def crash_after_15(self, i):
@@ -71,12 +79,12 @@ def test_resume_after_a_crash_mid_epoch_gives_identical_weights(tiny_capture, tm
             raise KeyboardInterrupt
         return real_getitem(self, i)
 
-    monkeypatch.setattr(trainer_mod.CaptureReader, "__getitem__", crash_after_15)
+    monkeypatch.setattr(CaptureReader, "__getitem__", crash_after_15)
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(), tiny_capture["capture"], tmp_path / "crashed", progress=False, export=False)
     state = load_checkpoint(tmp_path / "crashed")
     assert (state["epoch"], state["position"]) == (1, 4)
-    monkeypatch.setattr(trainer_mod.CaptureReader, "__getitem__", real_getitem)
+    monkeypatch.setattr(CaptureReader, "__getitem__", real_getitem)
     resumed = train(_cfg(), tiny_capture["capture"], tmp_path / "crashed", progress=False, export=False)
     assert not resumed["stopped"]
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "crashed")
@@ -179,3 +187,117 @@ def test_evaluate_scores_a_run_on_captured_data(tiny_capture, tmp_path, capsys) 
     with pytest.raises(SystemExit) as e:
         main(["evaluate", "--run", str(tmp_path / "none"), "--capture", str(tiny_capture["capture"])])
     assert e.value.code == 2
+
+
+def _online(tiny_capture) -> OnlineData:
+    return OnlineData(tiny_capture["work"] / "tokens.jsonl", tiny_capture["target"])
+
+
+def _supervised_model(tiny_capture, cfg):
+    reader = CaptureReader(tiny_capture["capture"])
+    sup = Supervision.build(TargetHead.load(tiny_capture["target"]), draft_vocab_from_data(reader, 64), 300)
+    dcfg = EDSDDraftConfig(target=reader.target, layer_ids=cfg.layer_ids, expansion_size=48, draft_vocab_size=64)
+    model = EDSDTrainDraft(dcfg)
+    model.init_from_target(sup.lm_rows, sup.head.norm_weight, seed=0)
+    return reader, sup, model
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+def test_online_and_offline_training_steps_are_equal(tiny_capture, tmp_path) -> None:
+    """Same tiny data: the online source hands the one training step the capture's exact tensors,
+    so losses and gradients are bit-equal, and so are whole runs."""
+    cfg = _cfg(precision="fp32")
+    reader, sup, model = _supervised_model(tiny_capture, cfg)
+    online = OnlineSource(_online(tiny_capture), cfg.layer_ids, cfg.max_length, "cpu", "fp32")
+    for i in (0, 3, 7):
+        off_loss, _ = batch_loss(model, [reader[i]], cfg, sup, 20.0, 3, "cpu")
+        off_loss.backward()
+        off = _grads(model)
+        on_loss, _ = batch_loss(model, [online[i]], cfg, sup, 20.0, 3, "cpu")
+        on_loss.backward()
+        on = _grads(model)
+        assert torch.equal(off_loss, on_loss)
+        assert all(torch.equal(off[k], on[k]) for k in off)
+    a = train(cfg, tiny_capture["capture"], tmp_path / "offline", progress=False, export=False)
+    b = train(cfg, _online(tiny_capture), tmp_path / "online", progress=False, export=False)
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    wa, wb = _weights(tmp_path / "offline"), _weights(tmp_path / "online")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_packed_batch_loss_is_the_sum_of_its_samples_losses(tiny_capture) -> None:
+    cfg = _cfg(precision="fp32")
+    reader, sup, model = _supervised_model(tiny_capture, cfg)
+    samples = [reader[i] for i in (2, 5, 8, 9)]
+    packed, packed_stats = batch_loss(model, samples, cfg, sup, 20.0, 3, "cpu")
+    packed.backward()
+    g_packed = _grads(model)
+    total = torch.zeros(())
+    trained = [0, 0, 0]
+    for s in samples:
+        loss, stats = batch_loss(model, [s], cfg, sup, 20.0, 3, "cpu")  # Mask-p per sample
+        loss.backward()
+        total = total + loss.detach()
+        trained = [t + st.tokens for t, st in zip(trained, stats)]
+    g_sum = _grads(model)
+    torch.testing.assert_close(packed.detach(), total, rtol=1e-5, atol=1e-5)
+    assert [st.tokens for st in packed_stats] == trained
+    for k in g_sum:
+        torch.testing.assert_close(g_packed[k], g_sum[k], rtol=1e-4, atol=1e-6)
+
+
+def test_online_packed_bf16_run_resumes_mid_stream_exactly(tiny_capture, tmp_path) -> None:
+    """A run sized in tokens (phases cross data-epoch ends), packed, bf16 autocast, online,
+    with held-out scoring: stopped and resumed, it ends where the uninterrupted run ends."""
+    cfg = _cfg(batch_tokens=100, token_budget=900, precision="bf16", checkpoint_every=0)
+    kw = {"progress": False, "export": False, "heldout": tiny_capture["capture"], "eval_every": 300}
+    full = train(cfg, _online(tiny_capture), tmp_path / "full", **kw)
+    stopped = train(cfg, _online(tiny_capture), tmp_path / "resumed", stop_after_steps=5, **kw)
+    assert stopped["stopped"] and stopped["epoch"] >= 1  # past the first data epoch
+    resumed = train(cfg, _online(tiny_capture), tmp_path / "resumed", **kw)
+    wa, wb = _weights(tmp_path / "full"), _weights(tmp_path / "resumed")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert [h["loss"] for h in full["history"]] == [h["loss"] for h in resumed["history"]]
+    assert [h["num_steps"] for h in full["history"]] == [1, 2, 3]  # Step-n per third of the budget
+    assert full["tokens_seen"] >= 900 and full["history"][-1]["tokens_seen"] == full["tokens_seen"]
+    evals = [json.loads(x) for x in (tmp_path / "full" / "evals.jsonl").read_text().splitlines()]
+    assert [e["tokens_seen"] for e in evals][0] == 0 and evals[-1]["tokens_seen"] == full["tokens_seen"]
+    assert len(evals) >= 4 and (tmp_path / "full" / "heldout.png").exists()
+    assert evals == [json.loads(x) for x in (tmp_path / "resumed" / "evals.jsonl").read_text().splitlines()]
+    assert 0 < evals[-1]["vocab_coverage"] <= 1
+
+
+def test_decoder_init_from_a_target_layer(tiny_capture) -> None:
+    from sglang_edsd.edtrain.target_head import TargetHeadError, load_target_layer
+
+    cfg = _cfg()
+    _, _, model = _supervised_model(tiny_capture, cfg)
+    layer = load_target_layer(tiny_capture["target"], 5)
+    model.init_decoder_from_target(layer)
+    ours = model.layers[0]
+    assert torch.equal(ours.self_attn.q_proj.weight[:, 32:], layer["self_attn.q_proj.weight"])
+    assert torch.equal(ours.mlp.down_proj.weight, layer["mlp.down_proj.weight"])
+    assert torch.equal(ours.hidden_norm.weight, layer["input_layernorm.weight"])
+    assert ours.self_attn.q_proj.weight[:, :32].abs().max() < 0.2  # the token half stays a small random init
+    with pytest.raises(TargetHeadError, match="decoder layers 0..7, not 8"):
+        load_target_layer(tiny_capture["target"], 8)
+
+
+def test_cli_online_train_and_errors(tiny_capture, tmp_path) -> None:
+    from sglang_edsd.cli import main
+
+    tokens, target = str(tiny_capture["work"] / "tokens.jsonl"), str(tiny_capture["target"])
+    assert main(["train", "--online", "--data", tokens, "--target", target, "--out", str(tmp_path / "run"),
+                 "--layer-ids", "1", "3", "--token-budget", "200", "--batch-tokens", "128", "--epochs", "2",
+                 "--s-max", "2", "--draft-vocab-size", "64", "--init-layer", "6", "--no-progress"]) == 0
+    validate_draft_folder(tmp_path / "run" / "draft", tiny_capture["target"])
+    for argv in (["--online", "--target", target], ["--online", "--data", tokens],
+                 ["--online", "--data", tokens, "--target", target, "--capture", str(tiny_capture["capture"])]):
+        with pytest.raises(SystemExit) as e:
+            main(["train", *argv, "--out", str(tmp_path / "bad"), "--layer-ids", "1", "3"])
+        assert e.value.code == 2

@@ -47,6 +47,10 @@ class CaptureReader:
         self._starts = [0, *accumulate(self.lengths)]  # global token offsets; a shard's rows start at its first
         self._open: tuple[int, Any] | None = None
 
+    @property
+    def target_path(self) -> Path:
+        return Path(self.manifest["target_path"])
+
     def require_layers(self, ids: Sequence[int], reader: str) -> None:
         """Fail, naming who needs them, when any of `ids` is not in this capture."""
         missing = sorted({int(i) for i in ids} - set(self.layer_ids))

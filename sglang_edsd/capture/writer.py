@@ -91,7 +91,7 @@ def scan_tokens(path: Path, vocab_size: int, max_length: int) -> tuple[str, list
     return hasher.hexdigest(), samples
 
 
-def _load_model(target_path: Path, device: str | None, model_dtype: str) -> torch.nn.Module:
+def load_target_model(target_path: Path, device: str | None, model_dtype: str) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
     if model_dtype not in _MODEL_DTYPES:
@@ -208,7 +208,7 @@ def _capture_rest(target_path: Path, tokens_path: Path, out: Path, manifest: dic
                   num_samples: int, new_tokens: int, *, shard_tokens: int, device: str | None, model_dtype: str,
                   progress: bool) -> None:
     """Process samples manifest["num_samples"]..num_samples-1 in file order, one shard at a time."""
-    model = _load_model(target_path, device, model_dtype)
+    model = load_target_model(target_path, device, model_dtype)
     storage = getattr(torch, manifest["storage_dtype"])
     pending: list[tuple[str, list[int], list[int], dict]] = []
     clock = time.perf_counter()

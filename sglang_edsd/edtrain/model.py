@@ -47,9 +47,12 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class TTTCache:
-    """Keys/values of one unroll: step 0 for every row, then one diagonal entry per step."""
+    """Keys/values of one unroll: step 0 for every row, then one diagonal entry per step;
+    `segments` are the packed samples' (start, end) rows, which never attend to each other
+    (None: all rows are one sample)."""
 
-    def __init__(self) -> None:
+    def __init__(self, segments: list[tuple[int, int]] | None = None) -> None:
+        self.segments = segments
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
 
@@ -84,15 +87,22 @@ class DraftAttention(nn.Module):
         cache.keys.append(k)
         cache.values.append(v)
         q = q.transpose(0, 1) * self.head_dim**-0.5  # (H, n, hd)
-        k0, v0 = cache.keys[0].transpose(0, 1), cache.values[0].transpose(0, 1)
-        causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+        out = torch.cat([self._attend(q[:, a:b], cache, a, b) for a, b in cache.segments or [(0, n)]], dim=1)
+        return self.o_proj(out.transpose(0, 1).reshape(n, self.heads * self.head_dim))
+
+    @staticmethod
+    def _attend(q: torch.Tensor, cache: TTTCache, a: int, b: int) -> torch.Tensor:
+        """Rows a..b-1 (one sample): causal over its step-0 keys, plus each row's own later-step keys."""
+        n = b - a
+        k0, v0 = cache.keys[0][a:b].transpose(0, 1), cache.values[0][a:b].transpose(0, 1)
+        causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
         scores = (q @ k0.transpose(1, 2)).masked_fill(~causal, float("-inf"))  # (H, n, n)
-        diag = [(q * kk.transpose(0, 1)).sum(-1, keepdim=True) for kk in cache.keys[1:]]  # (H, n, 1) each
+        diag = [(q * kk[a:b].transpose(0, 1)).sum(-1, keepdim=True) for kk in cache.keys[1:]]  # (H, n, 1) each
         probs = torch.softmax(torch.cat([scores, *diag], dim=-1).float(), dim=-1).to(q.dtype)
         out = probs[..., :n] @ v0
         for s, vv in enumerate(cache.values[1:]):
-            out = out + probs[..., n + s : n + s + 1] * vv.transpose(0, 1)
-        return self.o_proj(out.transpose(0, 1).reshape(n, self.heads * self.head_dim))
+            out = out + probs[..., n + s : n + s + 1] * vv[a:b].transpose(0, 1)
+        return out
 
 
 class DraftMLP(nn.Module):
@@ -153,24 +163,35 @@ class EDSDTrainDraft(nn.Module):
         return self.lm_head(self.norm(aux)), aux
 
     def forward(self, features: torch.Tensor, input_ids: torch.Tensor, embed: torch.Tensor,
-                num_steps: int) -> list[torch.Tensor]:
-        """Training-time test over one sequence: logits of steps 0..num_steps-1.
+                num_steps: int, seq_lens: list[int] | None = None) -> list[torch.Tensor]:
+        """Training-time test over one sequence, or several packed back to back (`seq_lens`):
+        logits of steps 0..num_steps-1.
 
-        Row i at step k reads token x[i+1+k] at position i+k and predicts x[i+2+k]; rows
-        running past the end read token 0 and are masked by the loss (they are only ever
-        attended to by themselves).
+        Row i at step k reads token x[i+1+k] at position i+k of its own sample and predicts
+        x[i+2+k]; rows running past their sample's end read token 0 and are masked by the loss
+        (they are only ever attended to by themselves).
         """
         n = input_ids.shape[0]
-        padded = torch.cat([input_ids, input_ids.new_zeros(num_steps + 1)])
-        rows = torch.arange(n, device=input_ids.device)
-        cache = TTTCache()
+        seq_lens = seq_lens or [n]
+        if sum(seq_lens) != n or min(seq_lens) < 1:
+            raise ValueError(f"seq_lens {seq_lens} must be positive and add up to the {n} packed rows")
+        device = input_ids.device
+        bounds = torch.tensor([0, *seq_lens], device=device).cumsum(0)
+        segments = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+        lens = torch.tensor(seq_lens, device=device)
+        start = torch.repeat_interleave(bounds[:-1], lens)
+        end = torch.repeat_interleave(bounds[1:], lens)
+        rows = torch.arange(n, device=device)
+        cache = TTTCache(segments)
         hidden = None
         out = []
         for k in range(num_steps):
-            embeds = F.embedding(padded[1 + k : 1 + k + n], embed).to(features.dtype)
+            src = rows + 1 + k
+            tokens = torch.where(src < end, input_ids[src.clamp(max=n - 1)], 0)
+            embeds = F.embedding(tokens, embed).to(features.dtype)
             if hidden is None:
                 hidden = self.fuse(features, embeds)
-            logits, hidden = self.step(embeds, hidden, rows + k, cache)
+            logits, hidden = self.step(embeds, hidden, rows - start + k, cache)
             out.append(logits)
         return out
 
@@ -191,3 +212,30 @@ class EDSDTrainDraft(nn.Module):
                     p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
             self.lm_head.weight.copy_(lm_head_rows)
             self.norm.weight.copy_(final_norm)
+
+    def init_decoder_from_target(self, layer: dict[str, torch.Tensor]) -> None:
+        """Start the decoder layer from a target decoder layer (names relative to it).
+
+        Why: the draft layer has the target layer's shapes except that q/k/v read
+        [token | hidden] (2d): the hidden half and everything else take the target's weights,
+        the token half keeps its small random init, so training starts from a working
+        transformer layer instead of noise. The target's input norm becomes `hidden_norm`.
+        """
+        d = self.config.hidden_size
+        ours = self.layers[0]
+        plan = {f"self_attn.{p}_proj.weight": getattr(ours.self_attn, f"{p}_proj").weight for p in "qkv"}
+        with torch.no_grad():
+            for name, dst in plan.items():
+                _copy_checked(dst[:, d:], layer, name)
+            for name in ("self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
+                         "mlp.down_proj.weight", "post_attention_layernorm.weight"):
+                _copy_checked(ours.get_parameter(name), layer, name)
+            _copy_checked(ours.hidden_norm.weight, layer, "input_layernorm.weight")
+
+
+def _copy_checked(dst: torch.Tensor, layer: dict[str, torch.Tensor], name: str) -> None:
+    if name not in layer:
+        raise ValueError(f"target decoder layer has no tensor {name!r} (has {sorted(layer)[:12]})")
+    if layer[name].shape != dst.shape:
+        raise ValueError(f"target {name} is {tuple(layer[name].shape)}, the draft needs {tuple(dst.shape)}")
+    dst.copy_(layer[name])

@@ -42,6 +42,10 @@ class TrainConfig:
     step_weight: float = 0.8
     grad_clip: float = 0.5
     grad_accum: int = 1
+    batch_tokens: int = 0  # pack samples up to this many tokens per micro-batch (0: one sample per micro-batch)
+    token_budget: int = 0  # size the run in tokens: T curriculum phases of budget/T tokens each (0: T epochs)
+    precision: str = "auto"  # bf16 autocast with fp32 master weights (and a bf16 online target), fp32, or auto
+    init_layer: int = -1  # start the draft's decoder layer from this target layer (-1: random init)
     seed: int = 0
     checkpoint_every: int = 200  # optimizer steps between mid-epoch checkpoints (0: epoch ends only)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
@@ -57,6 +61,10 @@ class TrainConfig:
             "lr": self.lr > 0,
             "max_length": self.max_length >= 2,
             "grad_accum": self.grad_accum >= 1,
+            "batch_tokens": self.batch_tokens >= 0,
+            "token_budget": self.token_budget >= 0,
+            "precision": self.precision in ("auto", "bf16", "fp32"),
+            "init_layer": self.init_layer >= -1,
             "checkpoint_every": self.checkpoint_every >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]

@@ -1,4 +1,5 @@
-"""Training curves as a PNG: loss and per-step top-1 agreement (acceptance proxy) per epoch."""
+"""Training curves as PNGs: loss and per-step top-1 agreement (acceptance proxy) per phase, and
+held-out agreement against tokens seen (the data-scaling curve)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,27 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> Path:
         ax_acc.plot(*zip(*pts), marker="o", label=f"step {k + 1}")
     ax_acc.set(xlabel="epoch", ylabel="top-1 agreement with target", title="acceptance proxy per draft step")
     ax_acc.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_evals(evals: list[dict[str, Any]], path: Path, label: str = "") -> Path:
+    """Held-out top-1 agreement per draft step and the tau proxy against training tokens seen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seen = [e["tokens_seen"] / 1e6 for e in evals]
+    fig, (ax_acc, ax_tau) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for k in range(len(evals[0]["agreement_per_step"])):
+        ax_acc.plot(seen, [e["agreement_per_step"][k] for e in evals], marker="o", label=f"step {k + 1}")
+    ax_acc.set(xlabel="training tokens seen (M)", ylabel="held-out top-1 agreement", title=f"{label} held out".strip())
+    ax_acc.legend(fontsize=7)
+    ax_tau.plot(seen, [e["tau_proxy"] for e in evals], marker="o")
+    ax_tau.set(xlabel="training tokens seen (M)", ylabel="tau proxy (chain)", title="held-out tau proxy")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -81,3 +81,14 @@ class TargetHead:
     def restricted(self, draft_to_target: torch.Tensor) -> torch.Tensor:
         """lm_head rows of the draft vocabulary: the soft labels' support (and the draft's init)."""
         return self.lm_head[draft_to_target]
+
+
+def load_target_layer(target_path: str | Path, index: int) -> dict[str, torch.Tensor]:
+    """Decoder layer `index`'s weights (names relative to the layer, float32): a draft init."""
+    path = Path(target_path)
+    info = TargetInfo.from_path(path)
+    if not 0 <= index < info.num_hidden_layers:
+        raise TargetHeadError(f"target {path} has decoder layers 0..{info.num_hidden_layers - 1}, not {index}")
+    prefix = f"model.layers.{index}."
+    where = _tensor_files(path)
+    return {name[len(prefix):]: _load(where, name, path).float() for name in where if name.startswith(prefix)}

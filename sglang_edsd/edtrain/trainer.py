@@ -1,11 +1,14 @@
-"""EDTrain: the training loop (paper Sec. 3.2, App. A.8) over an offline capture.
+"""EDTrain: the training loop (paper Sec. 3.2, App. A.8), offline over a capture or online
+with the target in the loop.
 
-Per epoch t: Mask-p_t drops the top p_t% highest-entropy loss-bearing tokens of each sample
-(Eq. 5) and the training-time-test horizon is n_t (Eq. 6); the `eagle3` recipe and the
-ablations switch either off. One sample per rank per micro-step, AdamW, gradient clipping,
-a checkpoint every `checkpoint_every` optimizer steps and at every epoch end. Runs alone
-or under `torchrun` (DDP; gloo on CPU, NCCL on GPU). No sglang import: this runs on any
-torch machine.
+Per curriculum phase t: Mask-p_t drops the top p_t% highest-entropy loss-bearing tokens of each
+sample (Eq. 5) and the training-time-test horizon is n_t (Eq. 6); the `eagle3` recipe and the
+ablations switch either off. A phase is a data epoch, or, in a run sized in tokens
+(`token_budget`), budget/T tokens of a stream of seeded epochs. Micro-batches pack samples up
+to `batch_tokens`; AdamW on fp32 master weights, optional bf16 autocast, gradient clipping, a
+checkpoint every `checkpoint_every` optimizer steps and at every phase end, and an optional
+held-out evaluation every `eval_every` tokens (the data-scaling curve). Runs alone or under
+`torchrun` (DDP; gloo on CPU, NCCL on GPU). No sglang import: this runs on any torch machine.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,45 +26,34 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from sglang_edsd.capture import CaptureReader
 from sglang_edsd.draft_config import EDSDDraftConfig, TargetInfo
 from sglang_edsd.draft_io import eagle3_layer_ids, parse_expansion
 from sglang_edsd.edtrain.checkpoint import load_checkpoint, save_checkpoint
 from sglang_edsd.edtrain.export import export_draft
 from sglang_edsd.edtrain.model import EDSDTrainDraft
-from sglang_edsd.edtrain.objective import make_labels, unroll_loss
+from sglang_edsd.edtrain.objective import Labels, make_labels, unroll_loss
+from sglang_edsd.edtrain.packing import epoch_batches
 from sglang_edsd.edtrain.recipes import TrainConfig, TrainConfigError
-from sglang_edsd.edtrain.report import plot_history
+from sglang_edsd.edtrain.report import plot_evals, plot_history
 from sglang_edsd.edtrain.schedule import mask_percent, num_steps
-from sglang_edsd.edtrain.target_head import TargetHead
-from sglang_edsd.edtrain.vocab import draft_vocab_from_capture
+from sglang_edsd.edtrain.sources import OnlineData, open_source, resolve_precision
+from sglang_edsd.edtrain.target_head import TargetHead, load_target_layer
+from sglang_edsd.edtrain.vocab import draft_vocab_from_data
 
 
-def resolve_layer_ids(cfg: TrainConfig, reader: CaptureReader) -> tuple[int, ...]:
-    """The recipe's layers, checked against what the capture holds."""
+def resolve_layer_ids(cfg: TrainConfig, target: TargetInfo, available: list[int] | None) -> tuple[int, ...]:
+    """The recipe's layers: given ids, EAGLE-3's defaults for `fc`, or a capture's only two."""
     ids = tuple(sorted(cfg.layer_ids))
     if not ids and cfg.input_module == "fc":
-        ids = eagle3_layer_ids(reader.target)
+        ids = eagle3_layer_ids(target)
     if not ids:
-        if len(reader.layer_ids) != 2:
-            raise TrainConfigError(
-                f"EDSD needs two layer ids: the capture holds {list(reader.layer_ids)}; pass --layer-ids "
-                "or --layers-from an EDSelect result"
-            )
-        ids = tuple(reader.layer_ids)
-    reader.require_layers(ids, "the training recipe")
+        if available is None or len(available) != 2:
+            held = "online training runs only the layers it is given" if available is None else \
+                f"the capture holds {list(available)}"
+            raise TrainConfigError(f"EDSD needs two layer ids: {held}; pass --layer-ids "
+                                   "or --layers-from an EDSelect result")
+        ids = tuple(available)
     return ids
-
-
-def epoch_order(num_samples: int, world: int, seed: int, epoch: int) -> list[list[int]]:
-    """Each rank's sample order for one epoch: a seeded permutation, dealt round-robin.
-
-    Padded by wrapping around so every rank runs the same number of steps (DDP needs it):
-    at most world-1 samples are seen twice in an epoch, none is skipped.
-    """
-    perm = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
-    perm += perm[: (-num_samples) % world]
-    return [perm[r::world] for r in range(world)]
 
 
 def _setup_distributed(device: str) -> tuple[int, int]:
@@ -76,7 +69,7 @@ def _setup_distributed(device: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Supervision:
-    """What turns a captured sample into labels, built once per run: the frozen target head,
+    """What turns a sample into labels, built once per run: the frozen target head,
     its lm_head rows for the draft vocabulary, and which target ids the draft can propose."""
 
     head: TargetHead
@@ -97,9 +90,9 @@ def new_stats(steps: int) -> dict[str, Any]:
 
 
 def add_step_stats(stats: dict[str, Any], step_stats: list) -> None:
-    """Add one sample's per-step loss and agreement counts to `stats` (see `new_stats`)."""
+    """Add one micro-batch's per-step loss and agreement counts to `stats` (see `new_stats`)."""
     for k, s in enumerate(step_stats):
-        stats["loss_sum"][k] += float(s.loss.detach()) * s.tokens
+        stats["loss_sum"][k] += s.loss_sum
         stats["trained"][k] += s.tokens
         stats["correct"][k] += s.correct
         stats["scored"][k] += s.scored
@@ -119,110 +112,211 @@ def _reduce_stats(stats: dict[str, Any], world: int) -> dict[str, Any]:
     return out
 
 
-def _epoch_record(epoch: int, p: float, n: int, stats: dict[str, Any], step_weight: float) -> dict[str, Any]:
+def _phase_record(phase: int, p: float, n: int, stats: dict[str, Any], step_weight: float,
+                  tokens_seen: int) -> dict[str, Any]:
     step_loss = [s / max(t, 1) for s, t in zip(stats["loss_sum"], stats["trained"])]
     return {
-        "epoch": epoch, "mask_percent": p, "num_steps": n, "samples": stats["samples"], "tokens": stats["tokens"],
-        "seconds": round(stats["seconds"], 2), "tokens_per_s": round(stats["tokens"] / max(stats["seconds"], 1e-9), 1),
+        "epoch": phase, "mask_percent": p, "num_steps": n, "samples": stats["samples"], "tokens": stats["tokens"],
+        "tokens_seen": tokens_seen, "seconds": round(stats["seconds"], 2),
+        "tokens_per_s": round(stats["tokens"] / max(stats["seconds"], 1e-9), 1),
         "loss": sum(step_weight**k * v for k, v in enumerate(step_loss)),
         "loss_per_step": step_loss, "trained_tokens_per_step": [int(t) for t in stats["trained"]],
         "acc_per_step": [c / max(s, 1) for c, s in zip(stats["correct"], stats["scored"])],
     }
 
 
-def train(cfg: TrainConfig, capture_dir: str | Path, out_dir: str | Path, *, target_path: str | Path | None = None,
-          draft_vocab: str | Path | None = None, device: str | None = None, progress: bool = True,
-          stop_after_steps: int | None = None, export: bool = True) -> dict[str, Any]:
-    """Train (or resume) a draft into `out_dir`; returns the run summary.
+def autocast(device: str, precision: str) -> Any:
+    """bf16 autocast around the draft's forward (fp32 master weights), or nothing."""
+    if precision != "bf16":
+        return nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
-    `stop_after_steps` ends the process's work after that many optimizer steps of this
-    call (a controlled interruption: tests and time-boxed sessions resume from it).
+
+def batch_loss(model: torch.nn.Module, samples: list[dict[str, Any]], cfg: TrainConfig, sup: Supervision,
+               p_t: float, n_t: int, device: str, precision: str = "fp32") -> tuple[torch.Tensor, list]:
+    """The weighted TTT loss of a packed micro-batch (the sum of its samples' losses) and its
+    per-step stats: the one training step of offline and online training, and evaluation."""
+    feats, ids, labels, lens = [], [], [], []
+    for sample in samples:
+        n = min(int(sample["input_ids"].shape[0]), cfg.max_length)
+        feats.append(torch.cat([sample["hidden"][i][:n] for i in cfg.layer_ids], dim=-1).to(device, torch.float32))
+        ids.append(sample["input_ids"][:n].to(device))
+        with torch.no_grad():
+            target_logits = sup.head.final_norm(sample["final_hidden"][:n].to(device)) @ sup.lm_rows.T
+        labels.append(make_labels(target_logits, sample["loss_mask"][:n].to(device),
+                                  sample["entropy"][:n].to(device), sample["target_top1"][:n].to(device),
+                                  sup.in_vocab, p_t))
+        lens.append(n)
+    with autocast(device, precision):
+        logits = model(torch.cat(feats), torch.cat(ids), sup.head.embed, n_t, lens)
+    return unroll_loss(logits, Labels.cat(labels), sup.d2t, cfg.step_weight)
+
+
+def agreement(model: torch.nn.Module, samples: Iterable[dict[str, Any]], cfg: TrainConfig, sup: Supervision,
+              steps: int, device: str, precision: str = "fp32") -> dict[str, Any]:
+    """Per-step top-1 agreement and loss on `samples`, no masking, no gradient.
+
+    `tau_proxy` = 1 + a1 + a1*a2 + ... (a chain accepts step k only after steps 1..k-1), a quick
+    stand-in for the served accept length of a depth-`steps` chain; `vocab_coverage` is the share
+    of scored positions whose target top-1 the draft vocabulary holds (agreement's ceiling).
+    """
+    stats = new_stats(steps)
+    covered = total = count = 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for sample in samples:
+            add_step_stats(stats, batch_loss(model, [sample], cfg, sup, 0.0, steps, device, precision)[1])
+            n = min(int(sample["input_ids"].shape[0]), cfg.max_length)
+            scored = sample["loss_mask"][1:n].bool()
+            covered += int(sup.in_vocab.cpu()[sample["target_top1"][: n - 1][scored]].sum())
+            total += int(scored.sum())
+            count += 1
+    model.train(was_training)
+    agree = [c / max(s, 1) for c, s in zip(stats["correct"], stats["scored"])]
+    tau_proxy, chain = 1.0, 1.0
+    for a in agree:
+        chain *= a
+        tau_proxy += chain
+    return {"samples": count, "steps": steps, "agreement_per_step": agree,
+            "loss_per_step": [s / max(t, 1) for s, t in zip(stats["loss_sum"], stats["trained"])],
+            "scored_per_step": stats["scored"], "tau_proxy": tau_proxy,
+            "vocab_coverage": covered / max(total, 1)}
+
+
+def train(cfg: TrainConfig, data: str | Path | OnlineData, out_dir: str | Path, *,
+          target_path: str | Path | None = None, draft_vocab: str | Path | None = None, device: str | None = None,
+          progress: bool = True, stop_after_steps: int | None = None, export: bool = True,
+          heldout: str | Path | OnlineData | None = None, eval_every: int = 0) -> dict[str, Any]:
+    """Train (or resume) a draft into `out_dir` from a capture folder or `OnlineData`; returns the
+    run summary.
+
+    `stop_after_steps` ends the process's work after that many optimizer steps of this call (a
+    controlled interruption: tests and time-boxed sessions resume from it). `heldout` (a capture
+    or `OnlineData`) is scored at the start, every `eval_every` tokens and at the end, into
+    `evals.jsonl` and `heldout.png`.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     rank, world = _setup_distributed(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    reader = CaptureReader(capture_dir)
-    cfg = replace(cfg, layer_ids=resolve_layer_ids(cfg, reader))
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, device))
+    source, layer_ids = open_source(data, lambda t, avail: resolve_layer_ids(cfg, t, avail),
+                                    max_length=cfg.max_length, device=device, precision=cfg.precision)
+    cfg = replace(cfg, layer_ids=layer_ids)
     cfg.validate()
-    target_path = Path(target_path or reader.manifest["target_path"])
+    target_path = Path(target_path or source.target_path)
     head = TargetHead.load(target_path)
     state = load_checkpoint(out)
     if state is not None:
         _check_resume(state, cfg, world, out)
         d2t = state["draft_to_target"]
     else:
-        d2t = draft_vocab_from_capture(reader, cfg.draft_vocab_size, draft_vocab)
-    dcfg = EDSDDraftConfig(target=reader.target, layer_ids=cfg.layer_ids,
-                           expansion_size=parse_expansion(cfg.expansion, reader.target),
+        d2t = draft_vocab_from_data(source, cfg.draft_vocab_size, draft_vocab)
+    dcfg = EDSDDraftConfig(target=source.target, layer_ids=cfg.layer_ids,
+                           expansion_size=parse_expansion(cfg.expansion, source.target),
                            draft_vocab_size=cfg.draft_vocab_size, token_layernorm=cfg.token_layernorm,
                            input_module=cfg.input_module)
     dcfg.check_target(TargetInfo.from_path(target_path))
-    sup = Supervision.build(head.to(device), d2t.to(device), reader.target.vocab_size)
+    sup = Supervision.build(head.to(device), d2t.to(device), source.target.vocab_size)
     model = EDSDTrainDraft(dcfg)
     model.init_from_target(sup.lm_rows, sup.head.norm_weight, cfg.seed)
+    if cfg.init_layer >= 0:
+        model.init_decoder_from_target(load_target_layer(target_path, cfg.init_layer))
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    epoch, pos, history, stats = 0, 0, [], None
+    epoch, pos, tokens_seen, history, stats, evals = 0, 0, 0, [], None, []
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         epoch, pos, history, stats = state["epoch"], state["position"], state["history"], state["stats"]
+        tokens_seen, evals = state.get("tokens_seen", 0), state.get("evals", [])
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    lengths = [min(n, cfg.max_length) for n in source.lengths]
+    heldout_samples = _heldout_samples(heldout, cfg, device) if heldout is not None and rank == 0 else None
 
-    def snapshot(e: int, p: int, s: dict[str, Any] | None) -> None:
+    def phase_of(e: int, seen: int) -> int:
+        return min(cfg.epochs - 1, seen * cfg.epochs // cfg.token_budget) if cfg.token_budget else e
+
+    def finished(e: int, seen: int) -> bool:
+        return seen >= cfg.token_budget if cfg.token_budget else e >= cfg.epochs
+
+    def snapshot() -> None:
         if rank == 0:
             save_checkpoint(out, {"config": cfg.to_dict(), "draft_config": dcfg.to_hf_dict(), "draft_to_target": d2t,
-                                  "world_size": world, "epoch": e, "position": p, "stats": s, "history": history,
+                                  "world_size": world, "epoch": epoch, "position": pos, "tokens_seen": tokens_seen,
+                                  "stats": stats, "history": history, "evals": evals,
                                   "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                                   "optimizer": opt.state_dict()})
 
+    def evaluate_heldout() -> None:
+        if heldout_samples is not None and (not evals or evals[-1]["tokens_seen"] != tokens_seen):
+            evals.append({"tokens_seen": tokens_seen, **agreement(model, heldout_samples, cfg, sup, cfg.s_max,
+                                                                  device, cfg.precision)})
+            _write_jsonl(out / "evals.jsonl", evals)
+            plot_evals(evals, out / "heldout.png")
+
+    if not evals:
+        evaluate_heldout()
+    total = cfg.token_budget or cfg.epochs * sum(lengths)
+    bar = tqdm(total=total, initial=min(tokens_seen, total), unit="tok", disable=not progress or rank != 0)
+    per_step = world * cfg.grad_accum
+    batches = epoch_batches(lengths, world, cfg.seed, epoch, cfg.batch_tokens)
     steps_done = 0
-    while epoch < cfg.epochs:
-        p_t = mask_percent(epoch, cfg.epochs, cfg.gamma) if cfg.mask_p else 0.0
-        n_t = num_steps(epoch, cfg.epochs, cfg.s_max) if cfg.step_n else cfg.s_max
-        order = epoch_order(len(reader), world, cfg.seed, epoch)[rank]
+    while not finished(epoch, tokens_seen):
+        phase = phase_of(epoch, tokens_seen)
+        p_t = mask_percent(phase, cfg.epochs, cfg.gamma) if cfg.mask_p else 0.0
+        n_t = num_steps(phase, cfg.epochs, cfg.s_max) if cfg.step_n else cfg.s_max
+        bar.set_description(f"phase {phase + 1}/{cfg.epochs} (p={p_t:g}%, n={n_t})")
         stats = stats or new_stats(n_t)
-        bar = tqdm(total=len(order), initial=pos, desc=f"epoch {epoch + 1}/{cfg.epochs} (p={p_t:g}%, n={n_t})",
-                   disable=not progress or rank != 0, unit="sample")
-        while pos < len(order):
-            t0 = time.perf_counter()
-            last_micro = (pos + 1) % cfg.grad_accum == 0 or pos + 1 == len(order)
-            sample = reader[order[pos]]
-            with (nullcontext() if last_micro or world == 1 else ddp.no_sync()):
-                loss, step_stats = sample_loss(ddp, sample, cfg, sup, p_t, n_t, device)
-                (loss / cfg.grad_accum).backward()
-            if last_micro:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                steps_done += 1
-            pos += 1
-            n_tok = min(int(sample["input_ids"].shape[0]), cfg.max_length)
-            stats["samples"] += 1
-            stats["tokens"] += n_tok
-            stats["seconds"] += time.perf_counter() - t0
+        group = batches[pos : pos + per_step]
+        mine = group[rank::world]
+        t0 = time.perf_counter()
+        for j, batch in enumerate(mine):
+            with (nullcontext() if j == len(mine) - 1 or world == 1 else ddp.no_sync()):
+                loss, step_stats = batch_loss(ddp, [source[i] for i in batch], cfg, sup, p_t, n_t, device,
+                                              cfg.precision)
+                (loss / (len(batch) * len(mine))).backward()
             add_step_stats(stats, step_stats)
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-            if last_micro and pos < len(order):
-                if cfg.checkpoint_every and steps_done % cfg.checkpoint_every == 0:
-                    snapshot(epoch, pos, stats)
-                if stop_after_steps is not None and steps_done >= stop_after_steps:
-                    snapshot(epoch, pos, stats)
-                    bar.close()
-                    return {"stopped": True, "epoch": epoch, "position": pos, "run_dir": str(out)}
-        bar.close()
-        history.append(_epoch_record(epoch, p_t, n_t, _reduce_stats(stats, world), cfg.step_weight))
-        epoch, pos, stats = epoch + 1, 0, None
-        snapshot(epoch, pos, stats)
-        if rank == 0:
-            _write_history(out, history)
-            h = history[-1]
-            print(f"epoch {h['epoch'] + 1}: loss {h['loss']:.4f}, top-1 agreement per step "
-                  f"{[round(a, 3) for a in h['acc_per_step']]}, {h['tokens_per_s']} tokens/s", flush=True)
+            stats["samples"] += len(batch)
+            stats["tokens"] += sum(lengths[i] for i in batch)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        stats["seconds"] += time.perf_counter() - t0
+        step_tokens = sum(lengths[i] for batch in group for i in batch)
+        tokens_seen += step_tokens
+        steps_done += 1
+        pos += len(group)
+        bar.update(step_tokens)
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        if pos >= len(batches):
+            epoch, pos = epoch + 1, 0
+            batches = epoch_batches(lengths, world, cfg.seed, epoch, cfg.batch_tokens)
+        if phase_of(epoch, tokens_seen) != phase or finished(epoch, tokens_seen):
+            history.append(_phase_record(phase, p_t, n_t, _reduce_stats(stats, world), cfg.step_weight,
+                                         tokens_seen))
+            stats = None
+            if rank == 0:
+                _write_jsonl(out / "history.jsonl", history)
+                h = history[-1]
+                bar.write(f"phase {h['epoch'] + 1}: loss {h['loss']:.4f}, top-1 agreement per step "
+                          f"{[round(a, 3) for a in h['acc_per_step']]}, {h['tokens_per_s']} tokens/s")
+        if eval_every and tokens_seen // eval_every != (tokens_seen - step_tokens) // eval_every:
+            evaluate_heldout()
+        if stats is None or (cfg.checkpoint_every and steps_done % cfg.checkpoint_every == 0):
+            snapshot()
+        if stop_after_steps is not None and steps_done >= stop_after_steps and not finished(epoch, tokens_seen):
+            snapshot()
+            bar.close()
+            return {"stopped": True, "epoch": epoch, "position": pos, "tokens_seen": tokens_seen, "run_dir": str(out)}
+    bar.close()
+    evaluate_heldout()
+    snapshot()
     summary = {"stopped": False, "run_dir": str(out), "history": history, "config": cfg.to_dict(),
-               "train_seconds": round(sum(h["seconds"] for h in history), 2)}
+               "tokens_seen": tokens_seen, "train_seconds": round(sum(h["seconds"] for h in history), 2)}
+    if evals:
+        summary["heldout"] = evals[-1]
     if rank == 0:
         plot_history(history, out / "curves.png")
         if export:
@@ -233,18 +327,11 @@ def train(cfg: TrainConfig, capture_dir: str | Path, out_dir: str | Path, *, tar
     return summary
 
 
-def sample_loss(model: torch.nn.Module, sample: dict[str, Any], cfg: TrainConfig, sup: Supervision, p_t: float,
-                n_t: int, device: str) -> tuple[torch.Tensor, list]:
-    """The weighted TTT loss of one captured sample and its per-step stats (training and evaluation)."""
-    n = min(int(sample["input_ids"].shape[0]), cfg.max_length)
-    ids = sample["input_ids"][:n].to(device)
-    features = torch.cat([sample["hidden"][i][:n] for i in cfg.layer_ids], dim=-1).to(device, torch.float32)
-    with torch.no_grad():
-        target_logits = sup.head.final_norm(sample["final_hidden"][:n].to(device)) @ sup.lm_rows.T
-    labels = make_labels(target_logits, sample["loss_mask"][:n].to(device), sample["entropy"][:n].to(device),
-                         sample["target_top1"][:n].to(device), sup.in_vocab, p_t)
-    logits = model(features, ids, sup.head.embed, n_t)
-    return unroll_loss(logits, labels, sup.d2t, cfg.step_weight)
+def _heldout_samples(heldout: str | Path | OnlineData, cfg: TrainConfig, device: str) -> list[dict[str, Any]]:
+    """Held-out samples with their target features, computed once and kept in memory."""
+    held, _ = open_source(heldout, lambda t, avail: cfg.layer_ids, max_length=cfg.max_length, device=device,
+                          precision=cfg.precision, needed_by="the held-out evaluation")
+    return [held[i] for i in tqdm(range(len(held)), desc="held-out features", unit="sample", leave=False)]
 
 
 def _check_resume(state: dict[str, Any], cfg: TrainConfig, world: int, out: Path) -> None:
@@ -257,7 +344,7 @@ def _check_resume(state: dict[str, Any], cfg: TrainConfig, world: int, out: Path
                                "resume with the same world size (the data order depends on it)")
 
 
-def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
-    tmp = out / "history.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
-    os.replace(tmp, out / "history.jsonl")
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)

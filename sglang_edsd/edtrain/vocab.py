@@ -1,5 +1,5 @@
-"""The draft vocabulary of a run: top-K target tokens on loss-bearing positions of the capture
-(or a precomputed `sglang-edsd vocab` file), sorted by target id as SGLang's d2t expects."""
+"""The draft vocabulary of a run: top-K target tokens on loss-bearing positions of its training
+data (or a precomputed `sglang-edsd vocab` file), sorted by target id as SGLang's d2t expects."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from sglang_edsd.capture import CaptureReader
 from sglang_edsd.data.vocab import count_loss_tokens, select_draft_vocab
 from sglang_edsd.edtrain.recipes import TrainConfigError
+from sglang_edsd.edtrain.sources import SampleSource
 
 
-def draft_vocab_from_capture(reader: CaptureReader, size: int, vocab_file: str | Path | None = None) -> torch.Tensor:
-    """draft id -> target id (ascending), from `vocab_file` if given, else counted on the capture."""
+def draft_vocab_from_data(reader: SampleSource, size: int, vocab_file: str | Path | None = None) -> torch.Tensor:
+    """draft id -> target id (ascending), from `vocab_file` if given, else counted on the data."""
     if size > reader.target.vocab_size:
         raise TrainConfigError(f"draft_vocab_size {size} exceeds the target vocab {reader.target.vocab_size}")
     if vocab_file is None:
