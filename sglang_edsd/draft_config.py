@@ -285,10 +285,11 @@ def read_safetensors_manifest(draft_path: str | Path) -> dict[str, tuple[int, ..
     return manifest
 
 
-def validate_draft_folder(draft_path: str | Path, target_path: str | Path | None) -> EDSDDraftConfig:
-    """Full start-up check of a draft folder against a target folder."""
+def validate_draft_folder(draft_path: str | Path, target: TargetInfo | str | Path | None) -> EDSDDraftConfig:
+    """Full start-up check of a local draft folder against a target (its facts or its local
+    folder; a folder without config.json is an error, not a skipped check)."""
     config = EDSDDraftConfig.from_path(draft_path)
-    if target_path is not None and (Path(target_path) / "config.json").exists():
-        config.check_target(TargetInfo.from_path(target_path))
+    if target is not None:
+        config.check_target(target if isinstance(target, TargetInfo) else TargetInfo.from_path(target))
     check_tensor_manifest(config, read_safetensors_manifest(draft_path), str(draft_path))
     return config

@@ -18,6 +18,7 @@ from sglang.srt.speculative.spec_registry import CustomSpecAlgo
 
 from sglang_edsd.draft_config import DraftConfigError, validate_draft_folder
 from sglang_edsd.patches import guard
+from sglang_edsd.serving.model_sources import local_draft_folder, target_info
 
 logger = logging.getLogger(__name__)
 
@@ -106,17 +107,20 @@ guard(SpeculativeAlgorithm.handle_server_args, "_handle_eagle_family(server_args
 
 
 def validate_server_args(server_args: Any) -> None:
-    """Fail fast, before any model is built, on a draft that cannot serve this target."""
+    """Fail fast, before any model is built, on a draft that cannot serve this target (hub ids
+    resolved as SGLang's loader resolves them, see `model_sources`)."""
     if not server_args.speculative_draft_model_path:
         raise ValueError(
             "--speculative-algorithm EDSD needs --speculative-draft-model-path (an EDSD draft folder; "
             "make one with `sglang-edsd init-draft`)"
         )
+    draft_path = server_args.speculative_draft_model_path
     try:
-        config = validate_draft_folder(server_args.speculative_draft_model_path, server_args.model_path)
+        draft = local_draft_folder(draft_path, server_args.speculative_draft_model_revision, server_args.download_dir)
+        config = validate_draft_folder(draft, target_info(server_args))
         if config.input_module != "edfuse":
             raise DraftConfigError(
-                f"{server_args.speculative_draft_model_path} is not an EDSD draft: it is an EAGLE-3 "
+                f"{draft_path} is not an EDSD draft: it is an EAGLE-3 "
                 "(fc) draft; serve it with --speculative-algorithm EAGLE3"
             )
     except DraftConfigError as e:
