@@ -99,6 +99,37 @@ def test_configuration_from_file_and_unset(monkeypatch, tmp_path: Path):
     assert EASDConfig.from_env() == EASDConfig(2.5, 1.5, top_n=4, min_overlap=0.6)
 
 
+@pytest.mark.parametrize(("flags", "allowed"), [
+    (["--cuda-graph-backend-decode", "disabled"], True),
+    (["--cuda-graph-backend-decode", "disabled", "--cuda-graph-backend-prefill", "disabled"], True),
+    (["--cuda-graph-config", '{"decode": {"backend": "disabled"}}'], True),
+    (["--disable-cuda-graph"], True),
+    (["--cuda-graph-backend-prefill", "disabled"], False),  # the draft's graphs are decode-phase graphs
+    ([], False),
+])
+def test_easd_accepts_every_way_of_turning_draft_cuda_graphs_off(smollm2: Path, flags: list[str],
+                                                                  allowed: bool) -> None:
+    """Checked on the config SGLang publishes for a CUDA server, as the worker sees it."""
+    from sglang.srt.plugins import load_plugins
+    from sglang.srt.runtime_context import create_context, use_context
+    from sglang.srt.server_args import prepare_server_args
+
+    from sglang_edsd.easd.worker import check_draft_runs_eagerly
+
+    load_plugins()
+    sa = prepare_server_args(["--model-path", str(smollm2), "--device", "cuda", *flags])
+    sa.resolve_once()
+    with use_context(create_context(sa, role="scheduler")):
+        check_draft_runs_eagerly("cpu")  # CPU serving has no CUDA graphs to refuse
+        if allowed:
+            check_draft_runs_eagerly("cuda")
+        else:
+            with pytest.raises(EASDConfigError, match="--cuda-graph-backend-decode=disabled"):
+                check_draft_runs_eagerly("cuda")
+    if flags[:2] == ["--cuda-graph-backend-decode", "disabled"]:
+        assert not sa.disable_cuda_graph  # what the old check read, so it refused these forms
+
+
 SERVED_PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.",
                   "List three prime numbers and explain why they are prime."]
 SERVED_TOKENS = 32

@@ -100,6 +100,21 @@ class EASDDraftWorker(EagleDraftWorker):
         return out
 
 
+def check_draft_runs_eagerly(device: str) -> None:
+    """EASD and the trace read every draft forward in Python, which a CUDA-graph replay skips.
+
+    SGLang's draft worker captures its decode and draft-extend graphs unless the DECODE phase's
+    graph backend is disabled (`EagleDraftWorker._capture_cuda_graphs`), whichever flag said so:
+    --cuda-graph-backend-decode=disabled, --cuda-graph-config, or the deprecated
+    --disable-cuda-graph (the legacy `disable_cuda_graph` field is set by that one only).
+    """
+    from sglang.srt.model_executor.cuda_graph_config import Backend, Phase, check_cuda_graph_backend
+
+    if device != "cpu" and not check_cuda_graph_backend(Phase.DECODE, Backend.DISABLED):
+        raise EASDConfigError("EASD and the entropy trace read every draft forward in Python: serve with "
+                              "--cuda-graph-backend-decode=disabled (or the deprecated --disable-cuda-graph)")
+
+
 class EASDWorkerV2(EAGLEWorkerV2):
     """SGLang's EAGLE V2 worker with an `EASDDraftWorker` for drafting (EASD rule and/or trace)."""
 
@@ -108,9 +123,7 @@ class EASDWorkerV2(EAGLEWorkerV2):
         cfg, trace = EASDConfig.from_env(), EntropyTrace.from_env()
         if cfg is None and trace is None:
             raise EASDConfigError("EASDWorkerV2 built without $SGLANG_EDSD_EASD or $SGLANG_EDSD_TRACE")
-        if str(self.device) != "cpu" and not self.server_args.disable_cuda_graph:
-            raise EASDConfigError("EASD and the entropy trace read every draft forward in Python: "
-                                  "serve with --disable-cuda-graph")
+        check_draft_runs_eagerly(str(self.device))
         if self._draft_worker is not None:
             self._draft_worker.__class__ = EASDDraftWorker
             self._draft_worker.easd_setup(cfg, trace)
