@@ -58,7 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="token rows of the side-stream A/B (draft-extend batch x tokens)")
     p.add_argument("--stream-shape", type=_ints, default=_ints("4096,14336"),
                    help="d,E of the EDFuse module in the side-stream A/B (features are 2*d wide)")
-    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="JSON folder for GPU runs")
+    p.add_argument("--out-dir", type=Path, default=None,
+                   help=f"JSON folder (default: {RESULTS_DIR.name}/ on a GPU, a temp dir with --interpret-smoke)")
     p.add_argument("--interpret-smoke", action="store_true",
                    help="run a tiny size on CPU under TRITON_INTERPRET=1 to prove the script "
                         "works; JSON goes to a temp dir, timings mean nothing")
@@ -186,6 +187,7 @@ def run_sweep(args: argparse.Namespace, device: torch.device, copy_gbs: float) -
     return results
 
 
+@torch.no_grad()  # as SGLang serves; the runner takes the eager module where autograd records
 def run_streams(args: argparse.Namespace, device: torch.device) -> list[dict]:
     """EDFuse as served, side stream on vs off, and each stream alone, per row count."""
     from sglang_edsd.edfuse import EDFuse
@@ -194,9 +196,8 @@ def run_streams(args: argparse.Namespace, device: torch.device) -> list[dict]:
     d, e = args.stream_shape
     dtype = DTYPES[args.dtype]
     fuse = EDFuse(2 * d, d, e).to(device=device, dtype=dtype)
-    on = EDFuseRunner(fuse, device)
+    on = EDFuseRunner(fuse, device, torch.cuda.Stream() if device.type == "cuda" else None)
     off = EDFuseRunner(fuse, device)
-    off.side_stream = None
     time_us = timer(device, args.iters, args.cuda_graph)
     results = []
     for rows in args.stream_rows:
@@ -270,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     print(streams_markdown(streams))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
-    out_dir = Path(tempfile.mkdtemp(prefix="edfuse-kernels-smoke-")) if args.interpret_smoke else args.out_dir
+    out_dir = args.out_dir or (Path(tempfile.mkdtemp(prefix="edfuse-kernels-smoke-")) if args.interpret_smoke
+                               else RESULTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"edfuse-kernels-{slug}-{stamp}.json"
     path.write_text(json.dumps({

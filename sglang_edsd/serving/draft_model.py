@@ -33,7 +33,7 @@ from sglang.srt.model_executor.forward_batch_info import ForwardBatch, PPProxyTe
 from sglang.srt.model_loader.weight_utils import default_weight_loader
 from sglang.srt.models.llama_eagle3 import LlamaDecoderLayer as Eagle3DecoderLayer
 from sglang.srt.models.llama_eagle3 import LlamaForCausalLMEagle3
-from sglang.srt.runtime_context import get_parallel, get_spec
+from sglang.srt.runtime_context import get_parallel, get_spec, get_stream
 from sglang.srt.utils import add_prefix
 from torch import nn
 from transformers import LlamaConfig
@@ -41,7 +41,7 @@ from transformers import LlamaConfig
 from sglang_edsd.draft_config import EDSDDraftConfig, check_tensor_manifest
 from sglang_edsd.edfuse import EDFuse
 from sglang_edsd.serving.draft_recorder import DraftRecorder
-from sglang_edsd.serving.edfuse_streams import EDFuseRunner
+from sglang_edsd.serving.edfuse_streams import STREAM_NAME, EDFuseRunner, side_stream_enabled
 
 # checkpoint shard name -> (fused SGLang parameter, shard id)
 _STACKED = {
@@ -65,7 +65,9 @@ class EDSDModel(nn.Module):
         )
         self.edfuse = EDFuse(draft.feature_size, config.hidden_size, draft.expansion_size, draft.token_layernorm)
         # Built here, under SGLang's device context and before any CUDA-graph capture.
-        self.edfuse_runner = EDFuseRunner(self.edfuse, self.edfuse.gate.weight.device)
+        device = self.edfuse.gate.weight.device
+        side = get_stream(STREAM_NAME) if device.type == "cuda" and side_stream_enabled() else None
+        self.edfuse_runner = EDFuseRunner(self.edfuse, device, side)
         with layer_stack():
             self.layers = nn.ModuleList([Eagle3DecoderLayer(config, 0, quant_config, prefix)])
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
