@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import require_cpu_servers
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -40,6 +42,7 @@ def _finite_numbers(obj: object) -> list[float]:
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    require_cpu_servers()  # bench_all serves on --device cpu by default
     out = tmp_path_factory.mktemp("bench")
     cmd = [sys.executable, str(REPO / "benchmarks" / "bench_all.py"), "--quick", "--configs", "edsd",
            "--questions", "tau", "throughput", "latency", "system_prompts", "--results-dir", str(out),
