@@ -190,6 +190,11 @@ def _git(*cmd: str) -> str:
         return "unknown"
 
 
+def git_commit() -> str:
+    """HEAD, marked dirty when the tree has uncommitted changes."""
+    return _git("rev-parse", "HEAD") + (" (dirty)" if _git("status", "--porcelain") else "")
+
+
 def hardware() -> dict[str, Any]:
     import torch
 
@@ -214,7 +219,7 @@ def run_metadata(name: str, args: argparse.Namespace, configs: list[ServeConfig]
         "quick": args.quick,
         "hardware": hardware(),
         "sglang_version": sglang.__version__,
-        "git_commit": _git("rev-parse", "HEAD") + (" (dirty)" if _git("status", "--porcelain") else ""),
+        "git_commit": git_commit(),
     }
 
 

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Build the SmolLM2-135M-Instruct drafts with online EDTrain (issue 17): data -> probes -> two matched runs.
+#
+# Every step resumes: data files are only built when missing and training runs continue from
+# their checkpoint, so run the script again after an interruption. Run folders live outside the
+# repo (W); what the project keeps (curves, histories, summaries, evals, drafts) is copied to R
+# and sglang_edsd/drafts. Usage: bash benchmarks/smollm2_online_drafts.sh [STAGE ...]
+# Stages: data probes main (default: all three, in order).
+set -euo pipefail
+
+W=${W:-$HOME/.cache/sglang_edsd/runs/online}
+R=benchmarks/results/smollm2-online
+T=$(sglang-edsd fetch-smollm2)
+S=$(sglang-edsd fetch-sharegpt)
+mkdir -p "$W" "$R"
+stages=${*:-data probes main}
+
+data() {
+  # Evaluation prompts of all five tasks: every training or held-out conversation that contains
+  # one is dropped (llamafactory's files and the other evaluation sets are never trained on).
+  [ -d "$W/prompts" ] || sglang-edsd prompts --out "$W/prompts"
+  # Held out: 48 single-turn conversations re-answered by SmolLM2 itself (greedy), i.e. text like
+  # what the draft sees when served. Never trained on; layers, data and settings are chosen on it.
+  if [ ! -f "$W/heldout-tokens.jsonl" ]; then
+    sglang-edsd subset --data "$S" --out "$W/heldout.jsonl" --num 48 --seed 1 --max-user-chars 1200 --max-user-turns 1
+    sglang-edsd decontaminate --data "$W/heldout.jsonl" --prompts "$W/prompts" --out "$W/heldout-clean.jsonl"
+    sglang-edsd regenerate --data "$W/heldout-clean.jsonl" --out "$W/heldout-regen.jsonl" --local "$T" \
+        --batch-size 16 --max-tokens 192
+    sglang-edsd prepare --target "$T" --data "$W/heldout-regen.jsonl" --out "$W/heldout-tokens.jsonl" --max-length 1024
+  fi
+  # Training: ShareGPT conversations with their original answers (online training labels every
+  # position with the target's own distribution), up to 2 user turns, decontaminated, minus held out.
+  if [ ! -f "$W/train-tokens.jsonl" ]; then
+    sglang-edsd subset --data "$S" --out "$W/train.jsonl" --num 9000 --seed 0 --max-user-turns 2 \
+        --exclude "$W/heldout.jsonl"
+    sglang-edsd decontaminate --data "$W/train.jsonl" --prompts "$W/prompts" --out "$W/train-clean.jsonl"
+    sglang-edsd prepare --target "$T" --data "$W/train-clean.jsonl" --out "$W/train-tokens.jsonl" \
+        --max-length 1024 --skip-invalid
+  fi
+  # Regenerated vs original answers at equal tokens: the 192 conversations the first drafts were
+  # trained on, as SmolLM2 re-answered them (committed) and with their own ShareGPT answers;
+  # both keep only the conversations in both files and none of the held-out ones.
+  if [ ! -f "$W/orig192-tokens.jsonl" ]; then
+    gunzip -c benchmarks/results/smollm2-drafts/regen.jsonl.gz > "$W/regen192-all.jsonl"
+    sglang-edsd subset --data "$S" --out "$W/orig192-all.jsonl" --num 192 --seed 0 --max-user-chars 1200 \
+        --max-user-turns 1
+    python - "$W" <<'PY'
+import json, sys
+from pathlib import Path
+w = Path(sys.argv[1])
+read = lambda name: [json.loads(x) for x in (w / name).read_text().splitlines() if x.strip()]
+held = {r["id"] for r in read("heldout.jsonl")}
+regen, orig = read("regen192-all.jsonl"), read("orig192-all.jsonl")
+keep = ({r["id"] for r in regen} & {r["id"] for r in orig}) - held
+for name, rows in (("regen192.jsonl", regen), ("orig192.jsonl", orig)):
+    (w / name).write_text("".join(json.dumps(r) + "\n" for r in rows if r["id"] in keep))
+print(f"regenerated vs original: {len(keep)} conversations in both, none held out")
+PY
+    sglang-edsd prepare --target "$T" --data "$W/regen192.jsonl" --out "$W/regen192-tokens.jsonl" --max-length 1024
+    sglang-edsd prepare --target "$T" --data "$W/orig192.jsonl" --out "$W/orig192-tokens.jsonl" --max-length 1024
+  fi
+  cp "$W/train-clean.jsonl.contamination.json" "$R/train-contamination.json"
+  cp "$W/heldout-clean.jsonl.contamination.json" "$R/heldout-contamination.json"
+  gzip -9 -n -c "$W/heldout-regen.jsonl" > "$R/heldout-regen.jsonl.gz"
+}
+
+PROBE=(--heldout "$W/heldout-tokens.jsonl" --work "$W/probes" --budget "${PROBE_TOKENS:-100000}" --no-progress)
+probes() {
+  # Which layers (EDSelect's pick, the opposite curvature reading, deep pairs; single layers for
+  # the metrics' Spearman correlation), which init, which answers: all scored on held-out data.
+  python benchmarks/probe_drafts.py layers --data "$W/train-tokens.jsonl" "${PROBE[@]}" \
+      --edselect benchmarks/results/edselect-smollm2-sharegpt128/edselect.json
+  python benchmarks/probe_drafts.py init --data "$W/train-tokens.jsonl" "${PROBE[@]}" --layer-ids ${PAIR:-14 26}
+  python benchmarks/probe_drafts.py data --data "$W/orig192-tokens.jsonl" --regen "$W/regen192-tokens.jsonl" \
+      "${PROBE[@]}" --layer-ids ${PAIR:-14 26}
+}
+
+main() {
+  # The shipped drafts: EDSD on the probes' best pair and the matched EAGLE-3 baseline, same data
+  # order, token budget, batches, optimiser and seed; held-out agreement every 250 k tokens.
+  local common=(--online --data "$W/train-tokens.jsonl" --target "$T" --heldout "$W/heldout-tokens.jsonl"
+                --eval-every 250000 --token-budget "${TOKENS:-2000000}" --batch-tokens 2048 --max-length 1024
+                --epochs 4 --s-max 4 --gamma 4 --lr "${LR:-5e-4}" --draft-vocab-size 8192 --seed 0
+                --checkpoint-every 25 --no-progress)
+  sglang-edsd train "${common[@]}" --recipe edsd --layer-ids ${PAIR:-14 26} --out "$W/run-edsd"
+  sglang-edsd train "${common[@]}" --recipe eagle3 --out "$W/run-eagle3"
+  for run in edsd eagle3; do
+    mkdir -p "$R/run-$run"
+    cp "$W/run-$run"/{history.jsonl,evals.jsonl,curves.png,heldout.png,summary.json} "$R/run-$run/"
+  done
+  sglang-edsd export --run "$W/run-edsd" --out sglang_edsd/drafts/smollm2-135m-instruct-edsd --dtype bfloat16 --target "$T"
+  sglang-edsd export --run "$W/run-eagle3" --out sglang_edsd/drafts/smollm2-135m-instruct-eagle3 --dtype bfloat16 --target "$T"
+}
+
+for stage in $stages; do "$stage"; done
