@@ -32,8 +32,13 @@ def target_shapes(model: Path) -> dict[str, tuple[int, int]]:
     head_dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
     qkv = (c["num_attention_heads"] + 2 * c["num_key_value_heads"]) * head_dim
     h, i = c["hidden_size"], c["intermediate_size"]
-    return {"qkv_proj": (qkv, h), "o_proj": (h, c["num_attention_heads"] * head_dim),
-            "gate_up_proj": (2 * i, h), "down_proj": (h, i), "lm_head": (c["vocab_size"], h)}
+    return {
+        "qkv_proj": (qkv, h),
+        "o_proj": (h, c["num_attention_heads"] * head_dim),
+        "gate_up_proj": (2 * i, h),
+        "down_proj": (h, i),
+        "lm_head": (c["vocab_size"], h),
+    }
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -60,15 +65,30 @@ def main() -> None:
     cells = [(name, shape, m) for name, shape in target_shapes(model).items() for m in args.rows]
     for name, (n, k), m in tqdm(cells, desc="gemm shapes", unit="cell"):
         w, x = torch.randn(n, k), torch.randn(m, k)
-        rows_out.append({"layer": name, "out": n, "in": k, "rows": m,
-                         "f_linear_ms": median_ms(lambda x=x, w=w: F.linear(x, w), args.repeats),
-                         "few_row_ms": median_ms(lambda x=x, w=w: few_row_linear(x, w), args.repeats)})
+        rows_out.append(
+            {
+                "layer": name,
+                "out": n,
+                "in": k,
+                "rows": m,
+                "f_linear_ms": median_ms(lambda x=x, w=w: F.linear(x, w), args.repeats),
+                "few_row_ms": median_ms(lambda x=x, w=w: few_row_linear(x, w), args.repeats),
+            }
+        )
     print(f"{'layer':14s}{'out x in':>14s}{'rows':>6s}{'F.linear ms':>13s}{'W@x.T ms':>10s}{'ratio':>7s}")
     for r in rows_out:
-        print(f"{r['layer']:14s}{r['out']:>8d} x{r['in']:>4d}{r['rows']:>6d}{r['f_linear_ms']:13.3f}"
-              f"{r['few_row_ms']:10.3f}{r['f_linear_ms'] / r['few_row_ms']:7.2f}")
-    report = {"model": str(model), "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "cpu": platform.processor() or platform.machine(), "dtype": "float32", "cells": rows_out}
+        print(
+            f"{r['layer']:14s}{r['out']:>8d} x{r['in']:>4d}{r['rows']:>6d}{r['f_linear_ms']:13.3f}"
+            f"{r['few_row_ms']:10.3f}{r['f_linear_ms'] / r['few_row_ms']:7.2f}"
+        )
+    report = {
+        "model": str(model),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "dtype": "float32",
+        "cells": rows_out,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

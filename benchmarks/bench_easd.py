@@ -38,13 +38,21 @@ NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=("gsm8k", "arithmetic"), default="gsm8k")
     p.add_argument("--num", type=int, default=None, help="questions (default 100, quick 10)")
-    p.add_argument("--easd", nargs="+", default=None,
-                   help="EASD configuration JSON file(s), one server each (default: the shipped draft's p80)")
+    p.add_argument(
+        "--easd",
+        nargs="+",
+        default=None,
+        help="EASD configuration JSON file(s), one server each (default: the shipped draft's p80)",
+    )
     p.add_argument("--answer-len", type=int, default=None, help="max tokens per answer (default 256, quick 128)")
     p.add_argument("--baseline", action="store_true", help="also serve the target without speculation")
-    p.add_argument("--concurrency", type=int, default=1,
-                   help="answers in flight at once (default 1). Above 1 only to screen a task's accuracy fast: "
-                        "batching can change float32 greedy outputs, which would blur the paired comparison")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="answers in flight at once (default 1). Above 1 only to screen a task's accuracy fast: "
+        "batching can change float32 greedy outputs, which would blur the paired comparison",
+    )
 
 
 def set_defaults(args: argparse.Namespace) -> None:
@@ -63,8 +71,17 @@ def configs(args: argparse.Namespace) -> list[harness.ServeConfig]:
     # EASD reads every draft forward in Python: no CUDA graphs on a GPU, for plain EDSD too (same engine).
     no_graph = ("--disable-cuda-graph",) if args.device == "cuda" else ()
     out.append(harness.ServeConfig("edsd", "EDSD", draft, args.steps, extra_flags=no_graph))
-    out += [harness.ServeConfig(f"easd-{Path(p).stem}", "EDSD", draft, args.steps,
-                                env={EASD_ENV: str(Path(p).resolve())}, extra_flags=no_graph) for p in args.easd]
+    out += [
+        harness.ServeConfig(
+            f"easd-{Path(p).stem}",
+            "EDSD",
+            draft,
+            args.steps,
+            env={EASD_ENV: str(Path(p).resolve())},
+            extra_flags=no_graph,
+        )
+        for p in args.easd
+    ]
     return out
 
 
@@ -94,18 +111,25 @@ def last_number(text: str) -> float | None:
     return float(found[-1].replace(",", "")) if found else None
 
 
-def measure_on(server: Any, cfg: harness.ServeConfig, args: argparse.Namespace,
-               questions: list[dict[str, Any]]) -> dict[str, Any]:
+def measure_on(
+    server: Any, cfg: harness.ServeConfig, args: argparse.Namespace, questions: list[dict[str, Any]]
+) -> dict[str, Any]:
     def score(q: dict[str, Any]) -> dict[str, Any]:
         a = ask(server, q["question"], args.answer_len)
         got = last_number(a.text)
-        return {"correct": got is not None and abs(got - float(q["answer"])) < 1e-6, "text": a.text,
-                "completion_tokens": a.completion_tokens, "seconds": a.seconds,
-                "verify_ct": a.verify_ct, "correct_drafts": a.correct_drafts}
+        return {
+            "correct": got is not None and abs(got - float(q["answer"])) < 1e-6,
+            "text": a.text,
+            "completion_tokens": a.completion_tokens,
+            "seconds": a.seconds,
+            "verify_ct": a.verify_ct,
+            "correct_drafts": a.correct_drafts,
+        }
 
     with ThreadPoolExecutor(args.concurrency) as pool:
-        answers = list(tqdm(pool.map(score, questions), total=len(questions), desc=f"{NAME} {cfg.name}",
-                            unit="question"))
+        answers = list(
+            tqdm(pool.map(score, questions), total=len(questions), desc=f"{NAME} {cfg.name}", unit="question")
+        )
     return {q["id"]: row for q, row in zip(questions, answers, strict=True)}
 
 
@@ -133,13 +157,38 @@ def report(results: dict[str, Any], args: argparse.Namespace, png: Path) -> str:
             only_plain = sum(a and not b for a, b in zip(plain, got))
             only_this = sum(b and not a for a, b in zip(plain, got))
         same = None if plain is None else sum(by_id[i]["text"] == results["edsd"][i]["text"] for i in ids)
-        rows.append([name, sum(got) / len(got), diff, None if lo is None else f"[{lo:+.3f}, {hi:+.3f}]",
-                     only_plain, only_this, tau, tps, None if same is None else f"{same}/{len(ids)}"])
+        rows.append(
+            [
+                name,
+                sum(got) / len(got),
+                diff,
+                None if lo is None else f"[{lo:+.3f}, {hi:+.3f}]",
+                only_plain,
+                only_this,
+                tau,
+                tps,
+                None if same is None else f"{same}/{len(ids)}",
+            ]
+        )
     _plot(results, ids, png)
-    return (f"EASD vs plain EDSD on {args.task} ({len(ids)} questions, greedy, up to {args.answer_len} tokens, "
-            f"{args.concurrency} in flight): accuracy, paired difference with 95% bootstrap interval\n\n"
-            + harness.markdown_table(["config", "accuracy", "diff vs edsd", "95% CI", "only edsd right",
-                                      "only this right", "tau", "tok/s", "text = edsd"], rows))
+    return (
+        f"EASD vs plain EDSD on {args.task} ({len(ids)} questions, greedy, up to {args.answer_len} tokens, "
+        f"{args.concurrency} in flight): accuracy, paired difference with 95% bootstrap interval\n\n"
+        + harness.markdown_table(
+            [
+                "config",
+                "accuracy",
+                "diff vs edsd",
+                "95% CI",
+                "only edsd right",
+                "only this right",
+                "tau",
+                "tok/s",
+                "text = edsd",
+            ],
+            rows,
+        )
+    )
 
 
 def _plot(results: dict[str, Any], ids: list[str], path: Path) -> None:

@@ -43,26 +43,44 @@ def _ints(text: str) -> list[int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=_ints, default=_ints("1,4,16,64,256,1024,4096,8192"))
-    p.add_argument("--hidden", type=_ints, default=_ints("576,2048,4096,5120,8192"),
-                   help="LayerNorm widths d")
-    p.add_argument("--widths", type=_ints, default=_ints("4096,14336,40960"),
-                   help="SiLU*mul widths E")
+    p.add_argument("--hidden", type=_ints, default=_ints("576,2048,4096,5120,8192"), help="LayerNorm widths d")
+    p.add_argument("--widths", type=_ints, default=_ints("4096,14336,40960"), help="SiLU*mul widths E")
     p.add_argument("--dtype", choices=list(DTYPES), default="bf16")
-    p.add_argument("--providers", type=lambda s: s.split(","), default=list(PROVIDERS),
-                   help=f"comma list from {','.join(PROVIDERS)}")
+    p.add_argument(
+        "--providers",
+        type=lambda s: s.split(","),
+        default=list(PROVIDERS),
+        help=f"comma list from {','.join(PROVIDERS)}",
+    )
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=100)
-    p.add_argument("--cuda-graph", action="store_true",
-                   help="time graph replays of the --iters calls (no Python launch overhead)")
-    p.add_argument("--stream-rows", type=_ints, default=_ints("1,16,64,256,1024,4096"),
-                   help="token rows of the side-stream A/B (draft-extend batch x tokens)")
-    p.add_argument("--stream-shape", type=_ints, default=_ints("4096,14336"),
-                   help="d,E of the EDFuse module in the side-stream A/B (features are 2*d wide)")
-    p.add_argument("--out-dir", type=Path, default=None,
-                   help=f"JSON folder (default: {RESULTS_DIR.name}/ on a GPU, a temp dir with --interpret-smoke)")
-    p.add_argument("--interpret-smoke", action="store_true",
-                   help="run a tiny size on CPU under TRITON_INTERPRET=1 to prove the script "
-                        "works; JSON goes to a temp dir, timings mean nothing")
+    p.add_argument(
+        "--cuda-graph", action="store_true", help="time graph replays of the --iters calls (no Python launch overhead)"
+    )
+    p.add_argument(
+        "--stream-rows",
+        type=_ints,
+        default=_ints("1,16,64,256,1024,4096"),
+        help="token rows of the side-stream A/B (draft-extend batch x tokens)",
+    )
+    p.add_argument(
+        "--stream-shape",
+        type=_ints,
+        default=_ints("4096,14336"),
+        help="d,E of the EDFuse module in the side-stream A/B (features are 2*d wide)",
+    )
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help=f"JSON folder (default: {RESULTS_DIR.name}/ on a GPU, a temp dir with --interpret-smoke)",
+    )
+    p.add_argument(
+        "--interpret-smoke",
+        action="store_true",
+        help="run a tiny size on CPU under TRITON_INTERPRET=1 to prove the script "
+        "works; JSON goes to a temp dir, timings mean nothing",
+    )
     args = p.parse_args(argv)
     unknown = set(args.providers) - set(PROVIDERS)
     if unknown:
@@ -77,6 +95,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def timer(device: torch.device, iters: int, cuda_graph: bool) -> Callable[[Callable[[], object]], float]:
     """Return a function timing `iters` back-to-back calls; microseconds per call."""
+
     def cpu(fn: Callable[[], object]) -> float:
         start = time.perf_counter()
         for _ in range(iters):
@@ -87,6 +106,7 @@ def timer(device: torch.device, iters: int, cuda_graph: bool) -> Callable[[Calla
         def loop() -> None:
             for _ in range(iters):
                 fn()
+
         run = loop
         if cuda_graph:
             graph = torch.cuda.CUDAGraph()
@@ -130,8 +150,9 @@ def _warm_up(fn: Callable[[], object], n: int, device: torch.device) -> None:
 Fn = Callable[[], torch.Tensor]
 
 
-def make_case(op: str, rows: int, width: int, dtype: torch.dtype,
-              device: torch.device) -> tuple[int, dict[str, Fn], Fn]:
+def make_case(
+    op: str, rows: int, width: int, dtype: torch.dtype, device: torch.device
+) -> tuple[int, dict[str, Fn], Fn]:
     """(bytes moved, {provider: fn}, reference fn) for one op and size."""
     from sglang_edsd import kernels  # after TRITON_INTERPRET is settled
 
@@ -204,9 +225,12 @@ def run_streams(args: argparse.Namespace, device: torch.device) -> list[dict]:
         feats = torch.randn(rows, 2 * d, device=device, dtype=dtype)
         embeds = torch.randn(rows, d, device=device, dtype=dtype)
         torch.testing.assert_close(on(feats, embeds).float(), off(feats, embeds).float(), rtol=2e-2, atol=2e-2)
-        fns = {"side_stream": lambda f=feats, x=embeds: on(f, x), "one_stream": lambda f=feats, x=embeds: off(f, x),
-               "feature_stream_alone": lambda f=feats: fuse.gate(f),
-               "token_stream_alone": lambda x=embeds: on._token_stream(x)}
+        fns = {
+            "side_stream": lambda f=feats, x=embeds: on(f, x),
+            "one_stream": lambda f=feats, x=embeds: off(f, x),
+            "feature_stream_alone": lambda f=feats: fuse.gate(f),
+            "token_stream_alone": lambda x=embeds: on._token_stream(x),
+        }
         row: dict = {"rows": rows, "d": d, "E": e, "side_stream_available": on.side_stream is not None}
         for name, fn in fns.items():
             _warm_up(fn, args.warmup, device)
@@ -220,9 +244,11 @@ def run_streams(args: argparse.Namespace, device: torch.device) -> list[dict]:
 def streams_markdown(results: list[dict]) -> str:
     head = "| rows | d | E | one stream µs | side stream µs | feature stream µs | token stream µs | hidden |"
     lines = [head, "|" + "---|" * 8]
-    lines += [f"| {r['rows']} | {r['d']} | {r['E']} | {r['one_stream_us']:.1f} | {r['side_stream_us']:.1f} | "
-              f"{r['feature_stream_alone_us']:.1f} | {r['token_stream_alone_us']:.1f} | {r['hidden']:.2f} |"
-              for r in results]
+    lines += [
+        f"| {r['rows']} | {r['d']} | {r['E']} | {r['one_stream_us']:.1f} | {r['side_stream_us']:.1f} | "
+        f"{r['feature_stream_alone_us']:.1f} | {r['token_stream_alone_us']:.1f} | {r['hidden']:.2f} |"
+        for r in results
+    ]
     return "\n".join(lines)
 
 
@@ -239,8 +265,11 @@ def markdown(results: list[dict], providers: list[str]) -> str:
     for (op, rows, width, nbytes), rs in by_size.items():
         t, e = rs.get("triton", {}), rs.get("eager", {})
         speedup = f"{e['us'] / t['us']:.2f}x" if "us" in t and "us" in e else "-"
-        lines.append(f"| {op} | {rows} | {width} | {nbytes / 1e6:.3g} | "
-                     + " | ".join(cell(rs.get(p)) for p in providers) + f" | {speedup} |")
+        lines.append(
+            f"| {op} | {rows} | {width} | {nbytes / 1e6:.3g} | "
+            + " | ".join(cell(rs.get(p)) for p in providers)
+            + f" | {speedup} |"
+        )
     return "\n".join(lines)
 
 
@@ -251,9 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         device, device_name, copy_bytes = torch.device("cpu"), "cpu-interpret-smoke", 16 << 20
     else:
         if not torch.cuda.is_available():
-            print("bench_edfuse_kernels: no CUDA device found. This benchmark times GPU kernels; "
-                  "run it on a GPU machine, or pass --interpret-smoke for a CPU end-to-end check.",
-                  file=sys.stderr)
+            print(
+                "bench_edfuse_kernels: no CUDA device found. This benchmark times GPU kernels; "
+                "run it on a GPU machine, or pass --interpret-smoke for a CPU end-to-end check.",
+                file=sys.stderr,
+            )
             return 2
         if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
             print("bench_edfuse_kernels: unset TRITON_INTERPRET to time compiled kernels.", file=sys.stderr)
@@ -263,23 +294,38 @@ def main(argv: list[str] | None = None) -> int:
 
     copy_gbs = copy_bandwidth_gbs(device, copy_bytes, timer(device, max(args.iters // 10, 2), False))
     results = run_sweep(args, device, copy_gbs)
-    print(f"device: {device_name}  dtype: {args.dtype}  copy bandwidth: {copy_gbs:.0f} GB/s  "
-          f"cuda-graph: {args.cuda_graph}\n")
+    print(
+        f"device: {device_name}  dtype: {args.dtype}  copy bandwidth: {copy_gbs:.0f} GB/s  "
+        f"cuda-graph: {args.cuda_graph}\n"
+    )
     print(markdown(results, args.providers))
     streams = run_streams(args, device)
     print(f"\nEDFuse as served, side stream on vs off ({args.dtype}):\n")
     print(streams_markdown(streams))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
-    out_dir = args.out_dir or (Path(tempfile.mkdtemp(prefix="edfuse-kernels-smoke-")) if args.interpret_smoke
-                               else RESULTS_DIR)
+    out_dir = args.out_dir or (
+        Path(tempfile.mkdtemp(prefix="edfuse-kernels-smoke-")) if args.interpret_smoke else RESULTS_DIR
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"edfuse-kernels-{slug}-{stamp}.json"
-    path.write_text(json.dumps({
-        "device": device_name, "torch": torch.__version__, "triton": triton.__version__,
-        "dtype": args.dtype, "cuda_graph": args.cuda_graph, "iters": args.iters,
-        "copy_bandwidth_gbs": copy_gbs, "timestamp": stamp, "results": results, "streams": streams,
-    }, indent=1))
+    path.write_text(
+        json.dumps(
+            {
+                "device": device_name,
+                "torch": torch.__version__,
+                "triton": triton.__version__,
+                "dtype": args.dtype,
+                "cuda_graph": args.cuda_graph,
+                "iters": args.iters,
+                "copy_bandwidth_gbs": copy_gbs,
+                "timestamp": stamp,
+                "results": results,
+                "streams": streams,
+            },
+            indent=1,
+        )
+    )
     print(f"\nwrote {path}")
     return 0
 

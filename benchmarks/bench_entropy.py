@@ -48,9 +48,18 @@ def set_defaults(args: argparse.Namespace) -> None:
 def configs(args: argparse.Namespace) -> list[harness.ServeConfig]:
     """EDSD with the trace on, its own server whatever `--configs` compares (on a GPU without CUDA
     graphs: the trace reads every draft forward in Python)."""
-    return [harness.ServeConfig("edsd-traced", "EDSD", str(args.edsd_draft or shipped_draft(SMOLLM2_EDSD)),
-                                args.steps, args.topk, args.draft_tokens, env={TRACE_ENV: str(args.trace_file)},
-                                extra_flags=("--disable-cuda-graph",) if args.device == "cuda" else ())]
+    return [
+        harness.ServeConfig(
+            "edsd-traced",
+            "EDSD",
+            str(args.edsd_draft or shipped_draft(SMOLLM2_EDSD)),
+            args.steps,
+            args.topk,
+            args.draft_tokens,
+            env={TRACE_ENV: str(args.trace_file)},
+            extra_flags=("--disable-cuda-graph",) if args.device == "cuda" else (),
+        )
+    ]
 
 
 def prepare(args: argparse.Namespace, workdir: Path) -> list[str]:
@@ -69,24 +78,39 @@ def analyse(records: list[dict[str, Any]]) -> dict[str, Any]:
     if not records:
         raise ValueError("the entropy trace holds no verify records: was the server started with the trace on?")
     steps = len(records[0]["draft_entropy"])
-    judged = [(k, r["target_entropy"][k], r["draft_entropy"][k], k < r["accepted"])
-              for r in records for k in range(min(r["accepted"] + 1, steps))]
-    out: dict[str, Any] = {"verifies": len(records), "judged_positions": len(judged), "steps": steps,
-                           "edges_nats": list(EDGES)}
+    judged = [
+        (k, r["target_entropy"][k], r["draft_entropy"][k], k < r["accepted"])
+        for r in records
+        for k in range(min(r["accepted"] + 1, steps))
+    ]
+    out: dict[str, Any] = {
+        "verifies": len(records),
+        "judged_positions": len(judged),
+        "steps": steps,
+        "edges_nats": list(EDGES),
+    }
     for signal, idx in (("target", 1), ("draft", 2)):
         table = {}
         for k in range(steps):
             cells = []
             for lo, hi in pairwise(EDGES):
                 hits = [j[3] for j in judged if j[0] == k and lo <= j[idx] < hi]
-                cells.append({"bin": [lo, hi], "judged": len(hits), "accepted": sum(hits),
-                              "rate": sum(hits) / len(hits) if hits else None})
+                cells.append(
+                    {
+                        "bin": [lo, hi],
+                        "judged": len(hits),
+                        "accepted": sum(hits),
+                        "rate": sum(hits) / len(hits) if hits else None,
+                    }
+                )
             table[str(k + 1)] = cells
         out[signal] = table
     ordered = sorted(judged, key=lambda j: j[1])
     q = max(len(ordered) // 4, 1)
-    out["target_quartile_rates"] = {"lowest": sum(j[3] for j in ordered[:q]) / q,
-                                    "highest": sum(j[3] for j in ordered[-q:]) / q}
+    out["target_quartile_rates"] = {
+        "lowest": sum(j[3] for j in ordered[:q]) / q,
+        "highest": sum(j[3] for j in ordered[-q:]) / q,
+    }
     return out
 
 
@@ -98,10 +122,12 @@ def report(results: dict[str, Any], args: argparse.Namespace, png: Path) -> str:
     for k, cells in res["target"].items():
         rows.append([f"d{k}"] + [None if c["rate"] is None else f"{c['rate']:.2f} ({c['judged']})" for c in cells])
     q = res["target_quartile_rates"]
-    return (f"Acceptance rate (judged positions) by the target's entropy in nats and draft position; "
-            f"{res['verifies']} verifies, {res['judged_positions']} judged positions. Lowest-entropy quartile "
-            f"accepted {q['lowest']:.2f}, highest {q['highest']:.2f}.\n\n"
-            + harness.markdown_table(["position"] + labels, rows))
+    return (
+        f"Acceptance rate (judged positions) by the target's entropy in nats and draft position; "
+        f"{res['verifies']} verifies, {res['judged_positions']} judged positions. Lowest-entropy quartile "
+        f"accepted {q['lowest']:.2f}, highest {q['highest']:.2f}.\n\n"
+        + harness.markdown_table(["position"] + labels, rows)
+    )
 
 
 def _plot(res: dict[str, Any], path: Path) -> None:
@@ -114,14 +140,14 @@ def _plot(res: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
     labels = [f"{lo:g}-{hi:g}" for lo, hi in pairwise(EDGES)]
     for ax, signal in zip(axes, ("target", "draft")):
-        grid = np.array([[np.nan if c["rate"] is None else c["rate"] for c in cells]
-                         for cells in res[signal].values()])
+        grid = np.array([[np.nan if c["rate"] is None else c["rate"] for c in cells] for cells in res[signal].values()])
         im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         for (i, j), v in np.ndenumerate(grid):
             n = res[signal][str(i + 1)][j]["judged"]
             if n:
-                ax.text(j, i, f"{v:.2f}\n({n})", ha="center", va="center", fontsize=7,
-                        color="white" if v < 0.5 else "black")
+                ax.text(
+                    j, i, f"{v:.2f}\n({n})", ha="center", va="center", fontsize=7, color="white" if v < 0.5 else "black"
+                )
         ax.set_xticks(range(len(labels)), labels, rotation=30)
         ax.set_yticks(range(grid.shape[0]), [f"d{k}" for k in res[signal]])
         ax.set_xlabel(f"{signal} entropy (nats)")

@@ -24,8 +24,13 @@ METRICS = ("mean_e2e_latency_ms", "p99_e2e_latency_ms", "mean_ttft_ms", "p99_ttf
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--request-rates", type=float, nargs="+", default=None,
-                   help="Poisson arrival rates, req/s (default 0.05 0.1 0.2; quick 0.5)")
+    p.add_argument(
+        "--request-rates",
+        type=float,
+        nargs="+",
+        default=None,
+        help="Poisson arrival rates, req/s (default 0.05 0.1 0.2; quick 0.5)",
+    )
     p.add_argument("--num-prompts", type=int, default=None, help="requests per rate (default 16, quick 4)")
     p.add_argument("--latency-output-len", type=int, default=None, help="tokens per request (default 64, quick 16)")
 
@@ -41,23 +46,30 @@ def configs(args: argparse.Namespace) -> list[harness.ServeConfig]:
 
 
 def prepare(args: argparse.Namespace, workdir: Path) -> Path:
-    return write_dataset(harness.prompt_records(args, per_task=args.num_prompts),
-                         workdir / "latency-prompts.jsonl")
+    return write_dataset(harness.prompt_records(args, per_task=args.num_prompts), workdir / "latency-prompts.jsonl")
 
 
 def measure_on(server: Any, cfg: harness.ServeConfig, args: argparse.Namespace, dataset: Path) -> dict[str, Any]:
-    return {str(rate): run_load(server, harness.model_path(args), dataset, args.num_prompts,
-                                args.latency_output_len, request_rate=rate)
-            for rate in tqdm(args.request_rates, desc=f"{NAME} {cfg.name}", unit="rate")}
+    return {
+        str(rate): run_load(
+            server, harness.model_path(args), dataset, args.num_prompts, args.latency_output_len, request_rate=rate
+        )
+        for rate in tqdm(args.request_rates, desc=f"{NAME} {cfg.name}", unit="rate")
+    }
 
 
 def report(results: dict[str, Any], args: argparse.Namespace, png: Path) -> str:
-    rows = [[rate, name] + [results[name][str(rate)][m] / 1000 for m in METRICS]
-            for rate in args.request_rates for name in results]
+    rows = [
+        [rate, name] + [results[name][str(rate)][m] / 1000 for m in METRICS]
+        for rate in args.request_rates
+        for name in results
+    ]
     _plot(results, args.request_rates, png)
-    return (f"Latency under Poisson load: {args.num_prompts} requests per rate, {args.latency_output_len} tokens "
-            f"each, seconds ({args.dtype}, {args.device})\n\n"
-            + harness.markdown_table(["req/s", "config", "mean e2e", "p99 e2e", "mean TTFT", "p99 TTFT"], rows))
+    return (
+        f"Latency under Poisson load: {args.num_prompts} requests per rate, {args.latency_output_len} tokens "
+        f"each, seconds ({args.dtype}, {args.device})\n\n"
+        + harness.markdown_table(["req/s", "config", "mean e2e", "p99 e2e", "mean TTFT", "p99 TTFT"], rows)
+    )
 
 
 def _plot(results: dict[str, Any], rates: list[float], path: Path) -> None:

@@ -32,8 +32,8 @@ TABLE_14 = (
         "to answer as faithfully as you can. While answering think step-by-step and justify your answer."
     ),
     (
-        "You are an AI assistant. User will you give you a task. Your goal is to complete the task as faithfully as you "
-        "can. While performing the task think step-by-step and justify your steps."
+        "You are an AI assistant. User will you give you a task. Your goal is to complete the task as faithfully as "
+        "you can. While performing the task think step-by-step and justify your steps."
     ),
     (
         "You are an AI assistant, who knows every language and how to translate one language to another. Given a task, "
@@ -67,15 +67,21 @@ TABLE_14 = (
 
 def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system-per-task", type=int, default=None, help="user prompts per task (default 2, quick 1)")
-    p.add_argument("--system-prompts", type=int, nargs="+", default=None,
-                   help="Table-14 numbers 0-9 to try besides the default (default all; quick 3)")
+    p.add_argument(
+        "--system-prompts",
+        type=int,
+        nargs="+",
+        default=None,
+        help="Table-14 numbers 0-9 to try besides the default (default all; quick 3)",
+    )
     p.add_argument("--system-output-len", type=int, default=None, help="tokens per request (default 64, quick 32)")
 
 
 def set_defaults(args: argparse.Namespace) -> None:
     args.system_per_task = args.system_per_task or (1 if args.quick else 2)
-    args.system_prompts = args.system_prompts if args.system_prompts is not None else (
-        [3] if args.quick else list(range(len(TABLE_14))))
+    args.system_prompts = (
+        args.system_prompts if args.system_prompts is not None else ([3] if args.quick else list(range(len(TABLE_14))))
+    )
     bad = [n for n in args.system_prompts if not 0 <= n < len(TABLE_14)]
     if bad:
         raise SystemExit(f"error: --system-prompts {bad}: Table 14 numbers run 0-{len(TABLE_14) - 1}")
@@ -98,8 +104,12 @@ def measure_on(server: Any, cfg: harness.ServeConfig, args: argparse.Namespace, 
         answers = [ask(server, p, args.system_output_len, system=system) for p in prompts]
         verify = sum(a.verify_ct for a in answers)
         correct = sum(a.correct_drafts for a in answers)
-        out[label] = {"system_prompt": system, "verify_ct": verify, "correct_drafts": correct,
-                      "tau": 1 + correct / verify if verify else None}
+        out[label] = {
+            "system_prompt": system,
+            "verify_ct": verify,
+            "correct_drafts": correct,
+            "tau": 1 + correct / verify if verify else None,
+        }
     return out
 
 
@@ -117,8 +127,10 @@ def report(results: dict[str, Any], args: argparse.Namespace, png: Path) -> str:
     rows.append(["mean drop"] + [x for name in results for x in (None, sum(drops[name]) / max(len(drops[name]), 1))])
     _plot(results, labels, png)
     header = ["system prompt"] + [h for name in results for h in (f"{name} tau", f"{name} drop")]
-    return (f"Robustness to system prompts: tau and relative drop from the default, {args.system_per_task} prompt(s) per "
-            f"task, {args.system_output_len} tokens, greedy\n\n" + harness.markdown_table(header, rows))
+    return (
+        f"Robustness to system prompts: tau and relative drop from the default, {args.system_per_task} prompt(s) per "
+        f"task, {args.system_output_len} tokens, greedy\n\n" + harness.markdown_table(header, rows)
+    )
 
 
 def _plot(results: dict[str, Any], labels: list[str], path: Path) -> None:

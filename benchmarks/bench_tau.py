@@ -50,8 +50,15 @@ def run_configs(args: argparse.Namespace) -> list[dict[str, Any]]:
         out.append({"name": "edsd", "algorithm": "EDSD", "draft": args.edsd_draft, "steps": 4, "sweep": False})
         for depth in args.sweep_depths:
             if depth != 4:
-                out.append({"name": f"edsd-depth{depth}", "algorithm": "EDSD", "draft": args.edsd_draft,
-                            "steps": depth, "sweep": True})
+                out.append(
+                    {
+                        "name": f"edsd-depth{depth}",
+                        "algorithm": "EDSD",
+                        "draft": args.edsd_draft,
+                        "steps": depth,
+                        "sweep": True,
+                    }
+                )
     return out
 
 
@@ -81,15 +88,24 @@ def _wait_while_paused(partial: Path) -> None:
         time.sleep(5)
 
 
-def run_config(cfg: dict[str, Any], base: list[str], prompts: list[dict[str, Any]], partial: Path,
-               max_tokens: int, log_dir: Path, temperature: float) -> None:
+def run_config(
+    cfg: dict[str, Any],
+    base: list[str],
+    prompts: list[dict[str, Any]],
+    partial: Path,
+    max_tokens: int,
+    log_dir: Path,
+    temperature: float,
+) -> None:
     done = _done(partial)
     todo = [p for p in prompts if (cfg["name"], p["id"]) not in done]
     if not todo:
         return
     flags = base + (spec_args(cfg["algorithm"], cfg["draft"], cfg["steps"]) if cfg["algorithm"] else [])
-    with launch(smollm2_path(), flags, log_path=log_dir / f"{cfg['name']}.log") as server, \
-            partial.open("a", encoding="utf-8") as out:
+    with (
+        launch(smollm2_path(), flags, log_path=log_dir / f"{cfg['name']}.log") as server,
+        partial.open("a", encoding="utf-8") as out,
+    ):
         for prompt in WARMUP:
             ask(server, prompt, 16)
         for p in tqdm(todo, desc=cfg["name"], unit="req"):
@@ -104,7 +120,7 @@ def _fields(answer: Answer) -> dict[str, Any]:
 
 
 def _tau(rows: list[dict[str, Any]]) -> float | None:
-    """Accepted draft tokens + 1 per verify, over all verifies (conventions.md). SGLang's own
+    """Accepted draft tokens + 1 per verify, over all verifies (docs/conventions.md). SGLang's own
     spec_accept_length divides completion tokens by verifies, which also counts the prefill's token."""
     verify = sum(r["verify_ct"] for r in rows)
     return 1 + sum(r["correct_drafts"] for r in rows) / verify if verify else None
@@ -118,8 +134,12 @@ def _speedup(rows: list[dict[str, Any]], base: dict[str, dict[str, Any]]) -> flo
     return _tps(rows) / _tps([base[r["id"]] for r in rows])
 
 
-def summarize(cfgs: list[dict[str, Any]], prompts: list[dict[str, Any]], done: dict[tuple[str, str], dict[str, Any]],
-              tasks: list[str]) -> dict[str, Any]:
+def summarize(
+    cfgs: list[dict[str, Any]],
+    prompts: list[dict[str, Any]],
+    done: dict[tuple[str, str], dict[str, Any]],
+    tasks: list[str],
+) -> dict[str, Any]:
     """Per config: tau per task and its mean, tokens/s and speedup over the prompts it shares with "none"
     (without a "none" config, e.g. `bench_all.py --configs edsd`, speedups and output checks are None)."""
     has_base = any(c["name"] == "none" for c in cfgs)
@@ -127,8 +147,11 @@ def summarize(cfgs: list[dict[str, Any]], prompts: list[dict[str, Any]], done: d
     result: dict[str, Any] = {}
     for cfg in cfgs:
         # A partial run compares only prompts that both this config and the baseline finished.
-        rows = [done[(cfg["name"], p["id"])] for p in prompts
-                if (cfg["name"], p["id"]) in done and (p["id"] in base or not has_base)]
+        rows = [
+            done[(cfg["name"], p["id"])]
+            for p in prompts
+            if (cfg["name"], p["id"]) in done and (p["id"] in base or not has_base)
+        ]
         if not rows:
             continue
         per_task = {}
@@ -136,14 +159,23 @@ def summarize(cfgs: list[dict[str, Any]], prompts: list[dict[str, Any]], done: d
             t_rows = [r for r in rows if r["task"] == task]
             if not t_rows:
                 continue
-            per_task[task] = {"prompts": len(t_rows), "tau": _tau(t_rows), "tokens_per_s": _tps(t_rows),
-                              "speedup": _speedup(t_rows, base) if has_base else None,
-                              "mean_completion_tokens": sum(r["completion_tokens"] for r in t_rows) / len(t_rows)}
+            per_task[task] = {
+                "prompts": len(t_rows),
+                "tau": _tau(t_rows),
+                "tokens_per_s": _tps(t_rows),
+                "speedup": _speedup(t_rows, base) if has_base else None,
+                "mean_completion_tokens": sum(r["completion_tokens"] for r in t_rows) / len(t_rows),
+            }
         taus = [v["tau"] for v in per_task.values() if v["tau"] is not None]
         result[cfg["name"]] = {
-            "algorithm": cfg["algorithm"], "draft": cfg["draft"], "steps": cfg["steps"], "prompts": len(rows),
-            "per_task": per_task, "mean_tau": sum(taus) / len(taus) if taus else None,
-            "tokens_per_s": _tps(rows), "speedup": _speedup(rows, base) if has_base else None,
+            "algorithm": cfg["algorithm"],
+            "draft": cfg["draft"],
+            "steps": cfg["steps"],
+            "prompts": len(rows),
+            "per_task": per_task,
+            "mean_tau": sum(taus) / len(taus) if taus else None,
+            "tokens_per_s": _tps(rows),
+            "speedup": _speedup(rows, base) if has_base else None,
             "outputs_differing_from_none": sum(r["text"] != base[r["id"]]["text"] for r in rows) if has_base else None,
             "client_cpu_share": sum(r["client_cpu_s"] for r in rows) / sum(r["seconds"] for r in rows),
         }
@@ -151,17 +183,24 @@ def summarize(cfgs: list[dict[str, Any]], prompts: list[dict[str, Any]], done: d
 
 
 def _complete(result: dict[str, Any], cfgs: list[dict[str, Any]], n_main: int, n_sweep: int) -> bool:
-    return all(c["name"] in result and result[c["name"]]["prompts"] == (n_sweep if c["sweep"] else n_main)
-               for c in cfgs)
+    return all(
+        c["name"] in result and result[c["name"]]["prompts"] == (n_sweep if c["sweep"] else n_main) for c in cfgs
+    )
 
 
 def table(result: dict[str, Any], tasks: list[str]) -> str:
     """Markdown: tau per task and its mean, output tokens/s and speedup over the same prompts."""
-    header = ["config", "steps", "prompts"] + [f"tau {t}" for t in tasks] + \
-        ["mean tau", "tok/s", "speedup", "outputs != none"]
-    rows = [[name, r["steps"], r["prompts"]] + [r["per_task"].get(t, {}).get("tau") for t in tasks]
-            + [r["mean_tau"], r["tokens_per_s"], r["speedup"], r["outputs_differing_from_none"]]
-            for name, r in result.items()]
+    header = (
+        ["config", "steps", "prompts"]
+        + [f"tau {t}" for t in tasks]
+        + ["mean tau", "tok/s", "speedup", "outputs != none"]
+    )
+    rows = [
+        [name, r["steps"], r["prompts"]]
+        + [r["per_task"].get(t, {}).get("tau") for t in tasks]
+        + [r["mean_tau"], r["tokens_per_s"], r["speedup"], r["outputs_differing_from_none"]]
+        for name, r in result.items()
+    ]
     return markdown_table(header, rows)
 
 
@@ -175,13 +214,18 @@ def plot(result: dict[str, Any], tasks: list[str], path: Path) -> None:
     main = [n for n in ("eagle3", "edsd") if n in result]
     width = 0.8 / max(len(main), 1)
     for k, name in enumerate(main):
-        ax1.bar([i + k * width for i in range(len(tasks))],
-                [result[name]["per_task"].get(t, {}).get("tau") or 0 for t in tasks], width, label=name)
+        ax1.bar(
+            [i + k * width for i in range(len(tasks))],
+            [result[name]["per_task"].get(t, {}).get("tau") or 0 for t in tasks],
+            width,
+            label=name,
+        )
     ax1.set_xticks([i + width * (len(main) - 1) / 2 for i in range(len(tasks))], tasks, rotation=20)
     ax1.set_ylabel("tau (depth-4 chain)")
     ax1.legend()
-    depths = sorted((r["steps"], r["speedup"]) for n, r in result.items()
-                    if n.startswith("edsd") and r["speedup"] is not None)
+    depths = sorted(
+        (r["steps"], r["speedup"]) for n, r in result.items() if n.startswith("edsd") and r["speedup"] is not None
+    )
     if depths:  # speedup, not tokens/s: the sweep runs on a subset of the prompts
         ax2.plot([d for d, _ in depths], [s for _, s in depths], "o-", label="EDSD")
     if "eagle3" in result and result["eagle3"]["speedup"] is not None:
@@ -216,30 +260,49 @@ def configs(args: argparse.Namespace) -> list[harness.ServeConfig]:
 
 
 def prepare(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
-    return [{"id": r["id"], "task": r["task"], "prompt": r["turns"][0]}
-            for r in harness.prompt_records(args, per_task=args.tau_per_task)]
+    return [
+        {"id": r["id"], "task": r["task"], "prompt": r["turns"][0]}
+        for r in harness.prompt_records(args, per_task=args.tau_per_task)
+    ]
 
 
-def measure_on(server: Any, cfg: harness.ServeConfig, args: argparse.Namespace,
-               prompts: list[dict[str, Any]]) -> dict[str, Any]:
+def measure_on(
+    server: Any, cfg: harness.ServeConfig, args: argparse.Namespace, prompts: list[dict[str, Any]]
+) -> dict[str, Any]:
     for prompt in WARMUP:
         ask(server, prompt, 16)
-    return {p["id"]: {"config": cfg.name, "id": p["id"], "task": p["task"],
-                      **_fields(ask(server, p["prompt"], args.tau_output_len, temperature=args.temperature))}
-            for p in tqdm(prompts, desc=f"{NAME} {cfg.name}", unit="req")}
+    return {
+        p["id"]: {
+            "config": cfg.name,
+            "id": p["id"],
+            "task": p["task"],
+            **_fields(ask(server, p["prompt"], args.tau_output_len, temperature=args.temperature)),
+        }
+        for p in tqdm(prompts, desc=f"{NAME} {cfg.name}", unit="req")
+    }
 
 
 def report(results: dict[str, Any], args: argparse.Namespace, png: Path) -> str:
-    cfgs = [{"name": c.name, "algorithm": c.algorithm, "draft": c.draft, "steps": c.steps if c.algorithm else 0,
-             "sweep": False}
-            for c in configs(args) if c.name in results]
+    cfgs = [
+        {
+            "name": c.name,
+            "algorithm": c.algorithm,
+            "draft": c.draft,
+            "steps": c.steps if c.algorithm else 0,
+            "sweep": False,
+        }
+        for c in configs(args)
+        if c.name in results
+    ]
     rows = [r for by_id in results.values() for r in by_id.values()]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     prompts = list({r["id"]: {"id": r["id"], "task": r["task"]} for r in rows}.values())
     result = summarize(cfgs, prompts, {(r["config"], r["id"]): r for r in rows}, tasks)
     plot(result, tasks, png)
-    return (f"tau (accepted drafts + 1 per verify) and speedup in output tokens/s over no speculation, batch 1, "
-            f"temperature {args.temperature:g}, {args.tau_per_task} prompt(s) per task\n\n" + table(result, tasks))
+    return (
+        f"tau (accepted drafts + 1 per verify) and speedup in output tokens/s over no speculation, batch 1, "
+        f"temperature {args.temperature:g}, {args.tau_per_task} prompt(s) per task\n\n" + table(result, tasks)
+    )
 
 
 def main() -> None:
@@ -251,15 +314,27 @@ def main() -> None:
     p.add_argument("--tasks", nargs="+", default=list(TASKS))
     p.add_argument("--num-per-task", type=int, default=40)
     p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--sweep-depths", type=int, nargs="*", default=[1, 2, 3],
-                   help="extra EDSD chain depths, run on --sweep-per-task prompts of each task")
+    p.add_argument(
+        "--sweep-depths",
+        type=int,
+        nargs="*",
+        default=[1, 2, 3],
+        help="extra EDSD chain depths, run on --sweep-per-task prompts of each task",
+    )
     p.add_argument("--sweep-per-task", type=int, default=8)
     p.add_argument("--max-total-tokens", type=int, default=16384)
-    p.add_argument("--temperature", type=float, default=0.0,
-                   help="1.0 for the paper's T=1 rows; SGLang verifies greedily on CPU, so only GPU numbers "
-                        "mean anything there (and outputs then differ from no speculation by design)")
-    p.add_argument("--summarize-only", action="store_true",
-                   help="start no server: table, JSON and PNG of what the partial log holds")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="1.0 for the paper's T=1 rows; SGLang verifies greedily on CPU, so only GPU numbers "
+        "mean anything there (and outputs then differ from no speculation by design)",
+    )
+    p.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="start no server: table, JSON and PNG of what the partial log holds",
+    )
     args = p.parse_args()
 
     out = Path(args.out)
@@ -267,7 +342,7 @@ def main() -> None:
     partial = out.with_suffix(".partial.jsonl")
     log_dir = out.with_suffix(".logs")
     prompts = select_prompts(args.prompts, args.tasks, args.num_per_task)
-    sweep = [p for task in args.tasks for p in [q for q in prompts if q["task"] == task][:args.sweep_per_task]]
+    sweep = [p for task in args.tasks for p in [q for q in prompts if q["task"] == task][: args.sweep_per_task]]
     base = cpu_args("float32", max_total_tokens=args.max_total_tokens)
     cfgs = run_configs(args)
     if not args.summarize_only:
@@ -275,15 +350,30 @@ def main() -> None:
         # leaves whole tasks compared side by side, then the depth sweep.
         for task in args.tasks:
             for cfg in (c for c in cfgs if not c["sweep"]):
-                run_config(cfg, base, [q for q in prompts if q["task"] == task], partial, args.max_tokens, log_dir,
-                           args.temperature)
+                run_config(
+                    cfg,
+                    base,
+                    [q for q in prompts if q["task"] == task],
+                    partial,
+                    args.max_tokens,
+                    log_dir,
+                    args.temperature,
+                )
         for cfg in (c for c in cfgs if c["sweep"]):
             run_config(cfg, base, sweep, partial, args.max_tokens, log_dir, args.temperature)
     result = summarize(cfgs, prompts, _done(partial), args.tasks)
     print(table(result, args.tasks))
-    report = {"model": str(smollm2_path()), "base_server_args": base, "max_tokens": args.max_tokens,
-              "num_per_task": args.num_per_task, "sweep_per_task": args.sweep_per_task, "batch_size": 1,
-              "temperature": args.temperature, "complete": _complete(result, cfgs, len(prompts), len(sweep)), "configs": result}
+    report = {
+        "model": str(smollm2_path()),
+        "base_server_args": base,
+        "max_tokens": args.max_tokens,
+        "num_per_task": args.num_per_task,
+        "sweep_per_task": args.sweep_per_task,
+        "batch_size": 1,
+        "temperature": args.temperature,
+        "complete": _complete(result, cfgs, len(prompts), len(sweep)),
+        "configs": result,
+    }
     out.write_text(json.dumps(report, indent=2) + "\n")
     plot(result, args.tasks, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")

@@ -43,9 +43,12 @@ def prepare(args: argparse.Namespace, workdir: Path) -> Path:
 
 
 def measure_on(server: Any, cfg: harness.ServeConfig, args: argparse.Namespace, dataset: Path) -> dict[str, Any]:
-    return {str(b): run_load(server, harness.model_path(args), dataset, max(2 * b, 4), args.throughput_output_len,
-                             max_concurrency=b)
-            for b in tqdm(args.batch_sizes, desc=f"{NAME} {cfg.name}", unit="batch size")}
+    return {
+        str(b): run_load(
+            server, harness.model_path(args), dataset, max(2 * b, 4), args.throughput_output_len, max_concurrency=b
+        )
+        for b in tqdm(args.batch_sizes, desc=f"{NAME} {cfg.name}", unit="batch size")
+    }
 
 
 def report(results: dict[str, Any], args: argparse.Namespace, png: Path) -> str:
@@ -57,10 +60,11 @@ def report(results: dict[str, Any], args: argparse.Namespace, png: Path) -> str:
         rows.append([int(b)] + [tps[n] for n in names] + [tps["edsd"] / tps[n] for n in ratios])
     _plot(results, args.batch_sizes, png)
     shape = harness.standard_configs(args)[-1].shape
-    return (f"Batch throughput: output tokens/s, {args.throughput_output_len} tokens per request, speculation as "
-            f"{shape} ({args.dtype}, {args.device})\n\n"
-            + harness.markdown_table(["batch size"] + [f"{n} tok/s" for n in names] + [f"edsd/{n}" for n in ratios],
-                                     rows))
+    return (
+        f"Batch throughput: output tokens/s, {args.throughput_output_len} tokens per request, speculation as "
+        f"{shape} ({args.dtype}, {args.device})\n\n"
+        + harness.markdown_table(["batch size"] + [f"{n} tok/s" for n in names] + [f"edsd/{n}" for n in ratios], rows)
+    )
 
 
 def _plot(results: dict[str, Any], batch_sizes: list[int], path: Path) -> None:

@@ -28,9 +28,19 @@ from sglang_edsd.edtrain.objective import make_labels, unroll_loss
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 # A Llama-shaped target small enough for any device; GQA (8 heads, 2 KV heads) like Llama-3.
-TINY_TARGET = TargetInfo(architecture="LlamaForCausalLM", num_hidden_layers=8, hidden_size=256, vocab_size=4096,
-                         intermediate_size=688, num_attention_heads=8, num_key_value_heads=2, head_dim=32,
-                         rms_norm_eps=1e-5, rope_theta=500000.0, max_position_embeddings=4096)
+TINY_TARGET = TargetInfo(
+    architecture="LlamaForCausalLM",
+    num_hidden_layers=8,
+    hidden_size=256,
+    vocab_size=4096,
+    intermediate_size=688,
+    num_attention_heads=8,
+    num_key_value_heads=2,
+    head_dim=32,
+    rms_norm_eps=1e-5,
+    rope_theta=500000.0,
+    max_position_embeddings=4096,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -75,15 +85,25 @@ def make_batch(draft_vocab: int, n: int, device: torch.device, dtype: torch.dtyp
 def run(args: argparse.Namespace) -> dict:
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     gen = torch.Generator().manual_seed(0)
-    cfg = EDSDDraftConfig(target=TINY_TARGET, layer_ids=(2, 5), expansion_size=2 * TINY_TARGET.hidden_size,
-                          draft_vocab_size=1024)
+    cfg = EDSDDraftConfig(
+        target=TINY_TARGET, layer_ids=(2, 5), expansion_size=2 * TINY_TARGET.hidden_size, draft_vocab_size=1024
+    )
     model = EDSDTrainDraft(cfg)
-    model.init_from_target(torch.randn(cfg.draft_vocab_size, TINY_TARGET.hidden_size, generator=gen) * 0.02,
-                           torch.ones(TINY_TARGET.hidden_size), seed=0)
+    model.init_from_target(
+        torch.randn(cfg.draft_vocab_size, TINY_TARGET.hidden_size, generator=gen) * 0.02,
+        torch.ones(TINY_TARGET.hidden_size),
+        seed=0,
+    )
     model = model.to(device=device, dtype=dtype)
     batch = make_batch(cfg.draft_vocab_size, args.seq_len, device, dtype, gen)
-    labels = make_labels(batch["target_logits"], batch["loss_mask"], batch["entropy"], batch["top1"],
-                         batch["in_draft_vocab"], mask_percent=0.0)
+    labels = make_labels(
+        batch["target_logits"],
+        batch["loss_mask"],
+        batch["entropy"],
+        batch["top1"],
+        batch["in_draft_vocab"],
+        mask_percent=0.0,
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -103,9 +123,14 @@ def run(args: argparse.Namespace) -> dict:
         raise RuntimeError(f"non-finite loss in {losses}")
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "dtype": args.dtype, "torch": torch.__version__, "steps": args.steps, "seq_len": args.seq_len,
+        "dtype": args.dtype,
+        "torch": torch.__version__,
+        "steps": args.steps,
+        "seq_len": args.seq_len,
         "ttt_steps": args.ttt_steps,
-        "loss_first": losses[0], "loss_last": losses[-1], "losses": losses,
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "losses": losses,
         "loss_fell": losses[-1] < losses[0],
         "step_ms_median": 1e3 * statistics.median(times[1:] or times),  # the first step warms up
         "first_step_ms": 1e3 * times[0],
@@ -126,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(line + "\n")
     if args.steps >= 10 and not result["loss_fell"]:
-        print(f"gpu_edtrain_step: loss did not fall ({result['loss_first']:.4f} -> {result['loss_last']:.4f})",
-              file=sys.stderr)
+        print(
+            f"gpu_edtrain_step: loss did not fall ({result['loss_first']:.4f} -> {result['loss_last']:.4f})",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

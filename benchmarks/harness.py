@@ -66,14 +66,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topk", type=int, default=1, help="> 1 drafts a tree (e.g. the paper's depth 8, topk 10)")
     p.add_argument("--draft-tokens", type=int, default=None, help="tree nodes to verify (trees only)")
     p.add_argument("--tasks", nargs="+", default=None, help="prompt tasks to use (default: every task in --prompts)")
-    p.add_argument("--configs", nargs="+", choices=("none", "eagle3", "edsd"), default=["none", "eagle3", "edsd"],
-                   help="which of the compared servers to run (default all three)")
+    p.add_argument(
+        "--configs",
+        nargs="+",
+        choices=("none", "eagle3", "edsd"),
+        default=["none", "eagle3", "edsd"],
+        help="which of the compared servers to run (default all three)",
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--max-total-tokens", type=int, default=16384, help="KV-cache tokens (CPU)")
     p.add_argument("--server-args", default="", help="extra flags for every server, one string")
-    p.add_argument("--prompts", default=None,
-                   help="prompt folder or jsonl from `sglang-edsd prompts` (default: the five task sets, built here)")
+    p.add_argument(
+        "--prompts",
+        default=None,
+        help="prompt folder or jsonl from `sglang-edsd prompts` (default: the five task sets, built here)",
+    )
     p.add_argument("--results-dir", type=Path, default=RESULTS, help="where result files go")
     p.add_argument("--out", default=None, help="result JSON (default: <results-dir>/<name>-<time>.json)")
     p.add_argument("--quick", action="store_true", help="a small subset for a first look (under 15 min on CPU)")
@@ -109,7 +117,9 @@ def base_args(args: argparse.Namespace) -> list[str]:
     return base + args.server_args.split()
 
 
-def standard_configs(args: argparse.Namespace, names: tuple[str, ...] = ("none", "eagle3", "edsd")) -> list[ServeConfig]:
+def standard_configs(
+    args: argparse.Namespace, names: tuple[str, ...] = ("none", "eagle3", "edsd")
+) -> list[ServeConfig]:
     """No speculation, EAGLE-3 (SGLang's own) and EDSD, in that order, with the same shape; those of
     `names` that `--configs` keeps."""
     shape = {"steps": args.steps, "topk": args.topk, "draft_tokens": args.draft_tokens}
@@ -124,8 +134,9 @@ def standard_configs(args: argparse.Namespace, names: tuple[str, ...] = ("none",
 @contextmanager
 def serve(cfg: ServeConfig, args: argparse.Namespace, log_dir: Path) -> Iterator[Server]:
     """Start one configuration's server, stop it on exit (logs under `log_dir`)."""
-    with launch(model_path(args), base_args(args) + cfg.flags(), log_path=log_dir / f"{cfg.name}.log",
-                env=cfg.env) as server:
+    with launch(
+        model_path(args), base_args(args) + cfg.flags(), log_path=log_dir / f"{cfg.name}.log", env=cfg.env
+    ) as server:
         yield server
 
 
@@ -162,8 +173,10 @@ def run_questions(questions: list[Question], args: argparse.Namespace) -> dict[s
     stamp = time.strftime("%Y%m%d-%H%M%S")
     meta = {q.NAME: run_metadata(q.NAME, args, q.configs(args)) for q in questions}
     results: dict[str, dict[str, Any]] = {q.NAME: {} for q in questions}
-    paths = {q.NAME: Path(args.out) if args.out and len(questions) == 1
-             else args.results_dir / f"{q.NAME}-{stamp}.json" for q in questions}
+    paths = {
+        q.NAME: Path(args.out) if args.out and len(questions) == 1 else args.results_dir / f"{q.NAME}-{stamp}.json"
+        for q in questions
+    }
     with tempfile.TemporaryDirectory() as tmp:
         ctx = {q.NAME: q.prepare(args, Path(tmp)) for q in questions}
         for cfg in configs:
@@ -175,8 +188,15 @@ def run_questions(questions: list[Question], args: argparse.Namespace) -> dict[s
                         write_json(paths[q.NAME], {**meta[q.NAME], "complete": False, "results": results[q.NAME]})
     for q in questions:
         table = q.report(results[q.NAME], args, paths[q.NAME].with_suffix(".png"))
-        write_json(paths[q.NAME], {**meta[q.NAME], "complete": True, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                   "results": results[q.NAME]})
+        write_json(
+            paths[q.NAME],
+            {
+                **meta[q.NAME],
+                "complete": True,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "results": results[q.NAME],
+            },
+        )
         paths[q.NAME].with_suffix(".md").write_text(table + "\n")
         print(table)
         print(f"wrote {paths[q.NAME]}")
@@ -198,8 +218,12 @@ def git_commit() -> str:
 def hardware() -> dict[str, Any]:
     import torch
 
-    hw: dict[str, Any] = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-                          "cpu_count": os.cpu_count(), "host": platform.node()}
+    hw: dict[str, Any] = {
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "host": platform.node(),
+    }
     if torch.cuda.is_available():
         hw["gpu"] = torch.cuda.get_device_name(0)
     return hw

@@ -39,18 +39,39 @@ def run_probe(name: str, overrides: dict[str, Any], data: Path, args: argparse.N
     run = Path(args.work) / name
     if (run / "summary.json").exists():
         return json.loads((run / "summary.json").read_text())["heldout"]
-    cfg = recipe(overrides.pop("recipe", "edsd"), s_max=4, epochs=3, gamma=4.0, lr=args.lr, seed=0,
-                 token_budget=args.budget, batch_tokens=args.batch_tokens, max_length=1024,
-                 draft_vocab_size=args.draft_vocab_size, checkpoint_every=20, **overrides)
+    cfg = recipe(
+        overrides.pop("recipe", "edsd"),
+        s_max=4,
+        epochs=3,
+        gamma=4.0,
+        lr=args.lr,
+        seed=0,
+        token_budget=args.budget,
+        batch_tokens=args.batch_tokens,
+        max_length=1024,
+        draft_vocab_size=args.draft_vocab_size,
+        checkpoint_every=20,
+        **overrides,
+    )
     target = Path(args.target)
-    out = train(cfg, OnlineData(data, target), run, heldout=OnlineData(Path(args.heldout), target),
-                export=False, progress=not args.no_progress)
+    out = train(
+        cfg,
+        OnlineData(data, target),
+        run,
+        heldout=OnlineData(Path(args.heldout), target),
+        export=False,
+        progress=not args.no_progress,
+    )
     return out["heldout"]
 
 
 def _row(name: str, h: dict[str, Any]) -> list[Any]:
-    return [name, *[round(a, 4) for a in h["agreement_per_step"]], round(h["tau_proxy"], 4),
-            round(h["vocab_coverage"], 4)]
+    return [
+        name,
+        *[round(a, 4) for a in h["agreement_per_step"]],
+        round(h["tau_proxy"], 4),
+        round(h["vocab_coverage"], 4),
+    ]
 
 
 def spearman(xs: list[float], ys: list[float]) -> float:
@@ -63,38 +84,56 @@ def layers(args: argparse.Namespace) -> dict[str, Any]:
     sel = json.loads(Path(args.edselect).read_text())
     by_id = {row["sglang_id"]: row for row in sel["layers"]}
     low_curv = min(by_id, key=lambda i: by_id[i]["curvature"])
-    pairs = {"edselect": tuple(sel["selected_layer_ids"]),
-             "opposite-curvature": tuple(sorted({sel["lidar_layer"], low_curv})),
-             **{f"deep-{a}-{b}": (a, b) for a, b in args.deep_pairs}}
+    pairs = {
+        "edselect": tuple(sel["selected_layer_ids"]),
+        "opposite-curvature": tuple(sorted({sel["lidar_layer"], low_curv})),
+        **{f"deep-{a}-{b}": (a, b) for a, b in args.deep_pairs},
+    }
     results: dict[str, Any] = {"pairs": {}, "singles": {}}
     for name, ids in pairs.items():
-        results["pairs"][name] = {"layer_ids": list(ids),
-                                  **run_probe(f"pair-{ids[0]}-{ids[1]}", {"layer_ids": ids}, Path(args.data), args)}
+        results["pairs"][name] = {
+            "layer_ids": list(ids),
+            **run_probe(f"pair-{ids[0]}-{ids[1]}", {"layer_ids": ids}, Path(args.data), args),
+        }
     for i in args.singles:
         results["singles"][str(i)] = {
-            "layer_ids": [i], **{m: by_id[i][m] for m in METRICS},
-            **run_probe(f"single-{i}", {"layer_ids": (i,), "input_module": "fc"}, Path(args.data), args)}
+            "layer_ids": [i],
+            **{m: by_id[i][m] for m in METRICS},
+            **run_probe(f"single-{i}", {"layer_ids": (i,), "input_module": "fc"}, Path(args.data), args),
+        }
     step1 = [s["agreement_per_step"][0] for s in results["singles"].values()]
     results["spearman_vs_single_layer_step1_agreement"] = {
-        m: spearman([s[m] for s in results["singles"].values()], step1) for m in METRICS}
+        m: spearman([s[m] for s in results["singles"].values()], step1) for m in METRICS
+    }
     return results
 
 
 def init(args: argparse.Namespace) -> dict[str, Any]:
     ids = tuple(args.layer_ids)
-    out = {"random": {"layer_ids": list(ids), **run_probe(f"pair-{ids[0]}-{ids[1]}", {"layer_ids": ids},
-                                                         Path(args.data), args)}}
+    out = {
+        "random": {
+            "layer_ids": list(ids),
+            **run_probe(f"pair-{ids[0]}-{ids[1]}", {"layer_ids": ids}, Path(args.data), args),
+        }
+    }
     for k in args.init_layers:
-        out[f"target-layer-{k}"] = {"layer_ids": list(ids), **run_probe(
-            f"pair-{ids[0]}-{ids[1]}-init{k}", {"layer_ids": ids, "init_layer": k}, Path(args.data), args)}
+        out[f"target-layer-{k}"] = {
+            "layer_ids": list(ids),
+            **run_probe(f"pair-{ids[0]}-{ids[1]}-init{k}", {"layer_ids": ids, "init_layer": k}, Path(args.data), args),
+        }
     return out
 
 
 def data(args: argparse.Namespace) -> dict[str, Any]:
     ids = tuple(args.layer_ids)
-    return {name: {"layer_ids": list(ids), "data": str(path), **run_probe(
-                f"data-{name}-{ids[0]}-{ids[1]}", {"layer_ids": ids}, path, args)}
-            for name, path in (("original", Path(args.data)), ("regenerated", Path(args.regen)))}
+    return {
+        name: {
+            "layer_ids": list(ids),
+            "data": str(path),
+            **run_probe(f"data-{name}-{ids[0]}-{ids[1]}", {"layer_ids": ids}, path, args),
+        }
+        for name, path in (("original", Path(args.data)), ("regenerated", Path(args.regen)))
+    }
 
 
 def _plot(group: str, results: dict[str, Any], path: Path) -> None:
@@ -103,14 +142,21 @@ def _plot(group: str, results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    probes = {**results.get("pairs", {}), **{f"fc {k}": v for k, v in results.get("singles", {}).items()}} \
-        if group == "layers" else results
+    probes = (
+        {**results.get("pairs", {}), **{f"fc {k}": v for k, v in results.get("singles", {}).items()}}
+        if group == "layers"
+        else results
+    )
     names = list(probes)
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(names) + 1.5))
     steps = len(next(iter(probes.values()))["agreement_per_step"])
     for k in range(steps):
-        ax.barh([y + k * 0.8 / steps for y in range(len(names))],
-                [probes[n]["agreement_per_step"][k] for n in names], height=0.8 / steps, label=f"step {k + 1}")
+        ax.barh(
+            [y + k * 0.8 / steps for y in range(len(names))],
+            [probes[n]["agreement_per_step"][k] for n in names],
+            height=0.8 / steps,
+            label=f"step {k + 1}",
+        )
     ax.set_yticks([y + 0.4 - 0.4 / steps for y in range(len(names))], names, fontsize=8)
     ax.set(xlabel="held-out top-1 agreement with the target", title=f"online probes: {group}")
     ax.legend(fontsize=7)
@@ -126,8 +172,13 @@ def main() -> None:
     ap.add_argument("--heldout", required=True, help="held-out token JSONL")
     ap.add_argument("--regen", help="`data`: the same conversations re-answered by the target, as tokens")
     ap.add_argument("--edselect", help="`layers`: EDSelect result JSON")
-    ap.add_argument("--deep-pairs", type=lambda s: tuple(int(x) for x in s.split(",")), nargs="+",
-                    default=[(14, 26), (19, 27), (24, 28)], metavar="A,B")
+    ap.add_argument(
+        "--deep-pairs",
+        type=lambda s: tuple(int(x) for x in s.split(",")),
+        nargs="+",
+        default=[(14, 26), (19, 27), (24, 28)],
+        metavar="A,B",
+    )
     ap.add_argument("--singles", type=int, nargs="+", default=[0, 4, 9, 14, 19, 24, 28])
     ap.add_argument("--layer-ids", type=int, nargs=2, default=[14, 26], help="`init`/`data`: the pair trained")
     ap.add_argument("--init-layers", type=int, nargs="+", default=[29])
@@ -144,18 +195,32 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     stem = OUT / f"probes-{args.group}"
     header = ["probe", "step 1", "step 2", "step 3", "step 4", "tau proxy", "vocab coverage"]
-    probes = {**results.get("pairs", {}), **{f"fc layer {k}": v for k, v in results.get("singles", {}).items()}} \
-        if args.group == "layers" else results
+    probes = (
+        {**results.get("pairs", {}), **{f"fc layer {k}": v for k, v in results.get("singles", {}).items()}}
+        if args.group == "layers"
+        else results
+    )
     table = markdown_table(header, [_row(f"{n} {v['layer_ids']}", v) for n, v in probes.items()])
     if args.group == "layers":
         rho = results["spearman_vs_single_layer_step1_agreement"]
-        table += "\n\nSpearman correlation with single-layer step-1 held-out agreement: " + \
-            ", ".join(f"{m} {r:+.3f}" for m, r in rho.items())
-    harness.write_json(stem.with_suffix(".json"), {
-        "benchmark": f"probes-{args.group}", "command": " ".join(["python", *sys.argv]),
-        "hardware": harness.hardware(), "git_commit": harness.git_commit(), "args": vars(args), "results": results})
-    stem.with_suffix(".md").write_text(f"# Online probes: {args.group}\n\nCommand: `python {' '.join(sys.argv)}`\n\n"
-                                       f"{args.budget} training tokens per probe, held out: {args.heldout}\n\n{table}\n")
+        table += "\n\nSpearman correlation with single-layer step-1 held-out agreement: " + ", ".join(
+            f"{m} {r:+.3f}" for m, r in rho.items()
+        )
+    harness.write_json(
+        stem.with_suffix(".json"),
+        {
+            "benchmark": f"probes-{args.group}",
+            "command": " ".join(["python", *sys.argv]),
+            "hardware": harness.hardware(),
+            "git_commit": harness.git_commit(),
+            "args": vars(args),
+            "results": results,
+        },
+    )
+    stem.with_suffix(".md").write_text(
+        f"# Online probes: {args.group}\n\nCommand: `python {' '.join(sys.argv)}`\n\n"
+        f"{args.budget} training tokens per probe, held out: {args.heldout}\n\n{table}\n"
+    )
     _plot(args.group, results, stem.with_suffix(".png"))
     print(table)
 

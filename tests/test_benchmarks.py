@@ -18,14 +18,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import bench_entropy
 import pytest
 
 from tests.servers import require_cpu_servers
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import bench_entropy
 
 
 def _finite_numbers(obj: object) -> list[float]:
@@ -44,12 +42,42 @@ def _finite_numbers(obj: object) -> list[float]:
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     require_cpu_servers()  # bench_all serves on --device cpu by default
     out = tmp_path_factory.mktemp("bench")
-    cmd = [sys.executable, str(REPO / "benchmarks" / "bench_all.py"), "--quick", "--configs", "edsd",
-           "--questions", "tau", "throughput", "latency", "system_prompts", "--results-dir", str(out),
-           "--tasks", "mt_bench",
-           "--tau-per-task", "1", "--tau-output-len", "8", "--batch-sizes", "2", "--throughput-output-len", "8",
-           "--request-rates", "2", "--num-prompts", "2", "--latency-output-len", "8",
-           "--system-per-task", "1", "--system-prompts", "1", "--system-output-len", "8"]
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "bench_all.py"),
+        "--quick",
+        "--configs",
+        "edsd",
+        "--questions",
+        "tau",
+        "throughput",
+        "latency",
+        "system_prompts",
+        "--results-dir",
+        str(out),
+        "--tasks",
+        "mt_bench",
+        "--tau-per-task",
+        "1",
+        "--tau-output-len",
+        "8",
+        "--batch-sizes",
+        "2",
+        "--throughput-output-len",
+        "8",
+        "--request-rates",
+        "2",
+        "--num-prompts",
+        "2",
+        "--latency-output-len",
+        "8",
+        "--system-per-task",
+        "1",
+        "--system-prompts",
+        "1",
+        "--system-output-len",
+        "8",
+    ]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     results = {}
@@ -62,6 +90,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     return results
 
 
+@pytest.mark.server
 def test_every_result_records_its_setup(smoke):
     for name, res in smoke.items():
         assert res["benchmark"] == name and res["complete"] is True and res["sglang_version"] and res["git_commit"]
@@ -69,6 +98,7 @@ def test_every_result_records_its_setup(smoke):
         assert [c["name"] for c in res["configs"]] == ["edsd"] and res["configs"][0]["shape"] == "chain, depth 4"
 
 
+@pytest.mark.server
 def test_numbers_are_finite_and_tau_is_in_range(smoke):
     for res in smoke.values():
         assert all(math.isfinite(x) for x in _finite_numbers(res["results"]))
@@ -113,10 +143,16 @@ def test_prompt_records_become_a_dataset_sglangs_load_generator_reads(tmp_path: 
 
     from sglang_edsd.assets import smollm2_path
 
-    records = [{"id": "a", "task": "t", "turns": ["Add 2 and 3."], "reference": {"answer": "5"}},
-               {"id": "b", "task": "t", "turns": ["Name a colour."]}]
-    rows = sample_custom_requests(str(write_dataset(records, tmp_path / "d.jsonl")), 2,
-                                  AutoTokenizer.from_pretrained(smollm2_path()), fixed_output_len=16)
+    records = [
+        {"id": "a", "task": "t", "turns": ["Add 2 and 3."], "reference": {"answer": "5"}},
+        {"id": "b", "task": "t", "turns": ["Name a colour."]},
+    ]
+    rows = sample_custom_requests(
+        str(write_dataset(records, tmp_path / "d.jsonl")),
+        2,
+        AutoTokenizer.from_pretrained(smollm2_path()),
+        fixed_output_len=16,
+    )
     assert sorted(r.prompt for r in rows) == ["Add 2 and 3.", "Name a colour."]
     assert all(r.output_len == 16 for r in rows)
 
@@ -139,8 +175,17 @@ def test_easd_scoring_and_paired_interval():
 
 
 def _answers(correct: list[bool], text: str) -> dict[str, dict]:
-    return {f"q{i}": {"correct": c, "text": f"{text}{i}", "completion_tokens": 10, "seconds": 2.0,
-                      "verify_ct": 4, "correct_drafts": 2} for i, c in enumerate(correct)}
+    return {
+        f"q{i}": {
+            "correct": c,
+            "text": f"{text}{i}",
+            "completion_tokens": 10,
+            "seconds": 2.0,
+            "verify_ct": 4,
+            "correct_drafts": 2,
+        }
+        for i, c in enumerate(correct)
+    }
 
 
 def test_easd_report_pairs_with_plain_edsd_and_screens_without_it(tmp_path):
@@ -152,8 +197,11 @@ def test_easd_report_pairs_with_plain_edsd_and_screens_without_it(tmp_path):
     screen = bench_easd.report({"none": _answers([True, False, False, False], "a")}, args, tmp_path / "s.png")
     row = next(line for line in screen.splitlines() if line.startswith("| none")).split("|")
     assert float(row[2]) == 0.25 and row[3].strip() == "-" and "4 in flight" in screen
-    paired = bench_easd.report({"edsd": _answers([True, False, False, False], "a"),
-                                "easd-x": _answers([True, True, False, False], "b")}, args, tmp_path / "p.png")
+    paired = bench_easd.report(
+        {"edsd": _answers([True, False, False, False], "a"), "easd-x": _answers([True, True, False, False], "b")},
+        args,
+        tmp_path / "p.png",
+    )
     row = next(line for line in paired.splitlines() if line.startswith("| easd-x")).split("|")
     assert float(row[3]) == 0.25 and row[5].strip() == "0" and row[6].strip() == "1" and row[9].strip() == "0/4"
     assert (tmp_path / "p.png").stat().st_size > 1000
@@ -163,14 +211,25 @@ def test_tau_summary_speedup_against_none_and_without_it():
     import bench_tau
 
     def row(cfg: str, pid: str, seconds: float, text: str, verify: int = 0, correct: int = 0) -> dict:
-        return {"config": cfg, "id": pid, "task": "gsm8k", "text": text, "completion_tokens": 10,
-                "seconds": seconds, "verify_ct": verify, "correct_drafts": correct, "client_cpu_s": 0.1}
+        return {
+            "config": cfg,
+            "id": pid,
+            "task": "gsm8k",
+            "text": text,
+            "completion_tokens": 10,
+            "seconds": seconds,
+            "verify_ct": verify,
+            "correct_drafts": correct,
+            "client_cpu_s": 0.1,
+        }
 
     prompts = [{"id": "a", "task": "gsm8k"}, {"id": "b", "task": "gsm8k"}]
     none = {("none", "a"): row("none", "a", 2.0, "x"), ("none", "b"): row("none", "b", 2.0, "y")}
     edsd = {("edsd", "a"): row("edsd", "a", 1.0, "x", 6, 3), ("edsd", "b"): row("edsd", "b", 3.0, "z", 4, 2)}
-    cfgs = [{"name": "none", "algorithm": None, "draft": None, "steps": 0},
-            {"name": "edsd", "algorithm": "EDSD", "draft": "d", "steps": 4}]
+    cfgs = [
+        {"name": "none", "algorithm": None, "draft": None, "steps": 0},
+        {"name": "edsd", "algorithm": "EDSD", "draft": "d", "steps": 4},
+    ]
     got = bench_tau.summarize(cfgs, prompts, {**none, **edsd}, ["gsm8k"])["edsd"]
     assert got["mean_tau"] == 1.5 and got["speedup"] == 1.0 and got["outputs_differing_from_none"] == 1
     alone = bench_tau.summarize(cfgs[1:], prompts, edsd, ["gsm8k"])["edsd"]

@@ -55,10 +55,12 @@ print(json.dumps({"routed_rows": calls, "lm_head_hooked": hasattr(LogitsProcesso
 
 @pytest.mark.parametrize("switch", ["1", "0"])
 def test_hooked_into_sglang_by_the_plugin(switch, monkeypatch):
-    """In a fresh process, load_plugins() routes a 5-row SGLang linear (not a 1-row one); SGLANG_EDSD_CPU_GEMM=0 turns it off."""
+    """In a fresh process, load_plugins() routes a 5-row SGLang linear (not a 1-row one);
+    SGLANG_EDSD_CPU_GEMM=0 turns it off."""
     monkeypatch.setenv("SGLANG_EDSD_CPU_GEMM", switch)
     out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     info = json.loads(out.stdout.strip().splitlines()[-1])
-    assert info == ({"routed_rows": [5], "lm_head_hooked": True} if switch == "1"
-                    else {"routed_rows": [], "lm_head_hooked": False})
+    assert info == (
+        {"routed_rows": [5], "lm_head_hooked": True} if switch == "1" else {"routed_rows": [], "lm_head_hooked": False}
+    )

@@ -146,11 +146,10 @@ def test_assign_draft_cache_locs_contiguous(triton_oracle, lens_dtype):
         seq_lens=torch.randint(0, pool_len - topk * num_steps, (5,), generator=gen).to(lens_dtype),
     )
     out = torch.full((5 * topk * num_steps,), -7, dtype=torch.int64)
-    ops.assign_draft_cache_locs_contiguous_cpu(**args, out_cache_loc=out, pool_len=pool_len,
-                                               topk=topk, num_steps=num_steps)
-    expected = triton_oracle(
-        "assign_draft_cache_locs_contiguous", **args, topk=topk, num_steps=num_steps
+    ops.assign_draft_cache_locs_contiguous_cpu(
+        **args, out_cache_loc=out, pool_len=pool_len, topk=topk, num_steps=num_steps
     )
+    expected = triton_oracle("assign_draft_cache_locs_contiguous", **args, topk=topk, num_steps=num_steps)
     assert torch.equal(out, expected["out_cache_loc"])
 
 
@@ -238,9 +237,7 @@ def test_build_draft_decode_metadata(triton_oracle):
         req_to_token=_req_to_token(gen, 6, pool_len),
         seq_lens=torch.tensor([1, 30, 9, 67]),
     )
-    rows = ops.build_draft_decode_metadata_cpu(
-        **args, topk=topk, num_steps=num_steps, pool_len=pool_len
-    )
+    rows = ops.build_draft_decode_metadata_cpu(**args, topk=topk, num_steps=num_steps, pool_len=pool_len)
     expected = triton_oracle("draft_decode_kv_indices", **args, topk=topk, num_steps=num_steps)
     assert rows.shape == (4 * topk, pool_len) and rows.dtype == torch.int32
     indptr = expected["kv_indptr"].tolist()
@@ -286,8 +283,14 @@ def test_verify_tree_greedy(triton_oracle, topk, steps, n):
     parent_list, selected = _draft_tree(gen, bs, topk, steps, n)
     tree = _tree_buffers(bs, n, torch.zeros(bs, dtype=torch.long), 1)
     ops.build_tree_kernel_efficient_cpu(
-        parent_list, selected, torch.zeros(bs, dtype=torch.long), **tree,
-        topk=topk, depth=steps, draft_token_num=n, tree_mask_mode=1,
+        parent_list,
+        selected,
+        torch.zeros(bs, dtype=torch.long),
+        **tree,
+        topk=topk,
+        depth=steps,
+        draft_token_num=n,
+        tree_mask_mode=1,
     )
     # a 3-token vocabulary makes accepts, rejects and sibling hops all common
     candidates = torch.randint(0, 3, (bs, n), generator=gen)
@@ -328,14 +331,34 @@ DECODE_CASES = {
     "gqa_fp32_cap_sinks_window": dict(logit_cap=2.0, sinks=True, window=6),
     "self_attention_after_encoder": dict(encoder=True),
     "cross_attention": dict(encoder=True, cross=True, new_kv=False),
-    "mla_fp8_cache_scaled": dict(kv_heads=1, head_dim=48, v_head_dim=32, heads=4,
-                                 cache_dtype=torch.float8_e4m3fn, scales=(0.5, 1.5), new_kv=False),
+    "mla_fp8_cache_scaled": dict(
+        kv_heads=1,
+        head_dim=48,
+        v_head_dim=32,
+        heads=4,
+        cache_dtype=torch.float8_e4m3fn,
+        scales=(0.5, 1.5),
+        new_kv=False,
+    ),
 }
 
 
-def _decode_args(gen, dtype=torch.float32, heads=9, kv_heads=3, head_dim=64, v_head_dim=64,
-                 cache_dtype=None, scales=(1.0, 1.0), logit_cap=0.0, sinks=False, window=0,
-                 encoder=False, cross=False, new_kv=True) -> dict:
+def _decode_args(
+    gen,
+    dtype=torch.float32,
+    heads=9,
+    kv_heads=3,
+    head_dim=64,
+    v_head_dim=64,
+    cache_dtype=None,
+    scales=(1.0, 1.0),
+    logit_cap=0.0,
+    sinks=False,
+    window=0,
+    encoder=False,
+    cross=False,
+    new_kv=True,
+) -> dict:
     seq_lens = torch.tensor([1, 13, 40, 7, 25])
     bs, pool_len, num_reqs = len(seq_lens), 80, 8
     encoder_lens = torch.tensor([4, 2, 9, 3, 6]) if encoder else None
@@ -343,22 +366,32 @@ def _decode_args(gen, dtype=torch.float32, heads=9, kv_heads=3, head_dim=64, v_h
     req_pool_indices = torch.randperm(num_reqs, generator=gen)[:bs]
     offset = encoder_lens if encoder else torch.zeros(bs, dtype=torch.long)
     shared_kv = v_head_dim != head_dim
-    k_buffer, v_buffer = _kv_cache(gen, num_reqs * pool_len, kv_heads, head_dim, v_head_dim,
-                                   cache_dtype or dtype, shared_kv)
+    k_buffer, v_buffer = _kv_cache(
+        gen, num_reqs * pool_len, kv_heads, head_dim, v_head_dim, cache_dtype or dtype, shared_kv
+    )
     key = value = None
     if new_kv:
         key = torch.randn(bs, kv_heads, head_dim, generator=gen).to(dtype)
         value = torch.randn(bs, kv_heads, v_head_dim, generator=gen).to(dtype)
     return dict(
         query=torch.randn(bs, heads, head_dim, generator=gen).to(dtype),
-        k_buffer=k_buffer, v_buffer=v_buffer, k_scale=scales[0], v_scale=scales[1],
+        k_buffer=k_buffer,
+        v_buffer=v_buffer,
+        k_scale=scales[0],
+        v_scale=scales[1],
         output=torch.full((bs, heads, v_head_dim), float("nan"), dtype=dtype),
-        key=key, value=value,
+        key=key,
+        value=value,
         loc=req_to_token[req_pool_indices, offset + seq_lens - 1].long(),  # the new token's slot
         attn_logits=torch.empty(bs, heads, 8, v_head_dim + 1),
-        req_to_token=req_to_token, req_pool_indices=req_pool_indices, seq_lens=seq_lens,
-        sm_scale=head_dim**-0.5, logit_cap=logit_cap, is_cross_attention=cross,
-        sliding_window_size=window, encoder_lens=encoder_lens,
+        req_to_token=req_to_token,
+        req_pool_indices=req_pool_indices,
+        seq_lens=seq_lens,
+        sm_scale=head_dim**-0.5,
+        logit_cap=logit_cap,
+        is_cross_attention=cross,
+        sliding_window_size=window,
+        encoder_lens=encoder_lens,
         sinks=torch.randn(heads, generator=gen) if sinks else None,
     )
 
@@ -375,13 +408,25 @@ def test_decode_attention(triton_oracle, case):
         cache["v_buffer"][args["loc"]] = args["value"]
         for name in cache:
             assert torch.equal(ours[name], cache[name]), name
-    oracle_args = {name: args[name] for name in (
-        "query", "req_to_token", "req_pool_indices", "seq_lens", "encoder_lens",
-        "is_cross_attention", "sliding_window_size", "sm_scale", "k_scale", "v_scale",
-        "logit_cap", "sinks")}
+    oracle_args = {
+        name: args[name]
+        for name in (
+            "query",
+            "req_to_token",
+            "req_pool_indices",
+            "seq_lens",
+            "encoder_lens",
+            "is_cross_attention",
+            "sliding_window_size",
+            "sm_scale",
+            "k_scale",
+            "v_scale",
+            "logit_cap",
+            "sinks",
+        )
+    }
     expected = triton_oracle("decode_attention", **oracle_args, **cache)
-    torch.testing.assert_close(ours["output"].float(), expected["output"],
-                               **TOLERANCE[args["query"].dtype])
+    torch.testing.assert_close(ours["output"].float(), expected["output"], **TOLERANCE[args["query"].dtype])
 
 
 EXTEND_CASES = {
@@ -392,14 +437,35 @@ EXTEND_CASES = {
     "non_causal_window": dict(causal=False, window=4),
     "cross_attention": dict(encoder=True, cross=True),
     "kv_shared_layer_reads_cache": dict(encoder=True, extend_kv=False),
-    "mla_fp8_cache_scaled": dict(dtype=torch.bfloat16, kv_heads=1, head_dim=48, v_head_dim=32,
-                                 heads=4, cache_dtype=torch.float8_e4m3fn, scales=(0.5, 1.5)),
+    "mla_fp8_cache_scaled": dict(
+        dtype=torch.bfloat16,
+        kv_heads=1,
+        head_dim=48,
+        v_head_dim=32,
+        heads=4,
+        cache_dtype=torch.float8_e4m3fn,
+        scales=(0.5, 1.5),
+    ),
 }
 
 
-def _extend_args(gen, dtype=torch.float32, heads=9, kv_heads=3, head_dim=64, v_head_dim=64,
-                 cache_dtype=None, scales=(1.0, 1.0), logit_cap=0.0, sinks=False, window=0,
-                 encoder=False, cross=False, causal=True, tree=False) -> dict:
+def _extend_args(
+    gen,
+    dtype=torch.float32,
+    heads=9,
+    kv_heads=3,
+    head_dim=64,
+    v_head_dim=64,
+    cache_dtype=None,
+    scales=(1.0, 1.0),
+    logit_cap=0.0,
+    sinks=False,
+    window=0,
+    encoder=False,
+    cross=False,
+    causal=True,
+    tree=False,
+) -> dict:
     prefix_lens = torch.tensor([0, 5, 17, 30])
     extend_lens = torch.tensor([7, 1, 12, 20])
     bs, pool_len, num_reqs = len(prefix_lens), 80, 6
@@ -410,8 +476,14 @@ def _extend_args(gen, dtype=torch.float32, heads=9, kv_heads=3, head_dim=64, v_h
         parent_list, selected = _draft_tree(gen, bs, topk, steps, n)
         buffers = _tree_buffers(bs, n, prefix_lens, 1)
         ops.build_tree_kernel_efficient_cpu(
-            parent_list, selected, prefix_lens, **buffers,
-            topk=topk, depth=steps, draft_token_num=n, tree_mask_mode=1,
+            parent_list,
+            selected,
+            prefix_lens,
+            **buffers,
+            topk=topk,
+            depth=steps,
+            draft_token_num=n,
+            tree_mask_mode=1,
         )
         tree_mask = buffers["tree_mask"]
     seq_lens = prefix_lens + extend_lens
@@ -420,8 +492,9 @@ def _extend_args(gen, dtype=torch.float32, heads=9, kv_heads=3, head_dim=64, v_h
     req_to_token = _req_to_token(gen, num_reqs, pool_len)
     req_pool_indices = torch.randperm(num_reqs, generator=gen)[:bs]
     shared_kv = v_head_dim != head_dim
-    k_buffer, v_buffer = _kv_cache(gen, num_reqs * pool_len, kv_heads, head_dim, v_head_dim,
-                                   cache_dtype or dtype, shared_kv)
+    k_buffer, v_buffer = _kv_cache(
+        gen, num_reqs * pool_len, kv_heads, head_dim, v_head_dim, cache_dtype or dtype, shared_kv
+    )
     tokens = int(extend_lens.sum())
     k_extend, v_extend = _kv_cache(gen, tokens, kv_heads, head_dim, v_head_dim, dtype, shared_kv)
     start_loc = torch.cumsum(extend_lens, 0) - extend_lens
@@ -434,15 +507,27 @@ def _extend_args(gen, dtype=torch.float32, heads=9, kv_heads=3, head_dim=64, v_h
             v_buffer[slots] = v_extend[new].to(v_buffer.dtype)
     return dict(
         q_extend=torch.randn(tokens, heads, head_dim, generator=gen).to(dtype),
-        k_extend=k_extend, v_extend=v_extend,
+        k_extend=k_extend,
+        v_extend=v_extend,
         o_extend=torch.full((tokens, heads, v_head_dim), float("nan"), dtype=dtype),
-        k_buffer=k_buffer, v_buffer=v_buffer, k_scale=scales[0], v_scale=scales[1],
-        req_to_token=req_to_token, req_pool_indices=req_pool_indices, seq_lens=seq_lens,
-        extend_seq_lens=extend_lens.int(), extend_start_loc=start_loc.int(),
-        max_len_extend=int(extend_lens.max()), sm_scale=head_dim**-0.5, logit_cap=logit_cap,
-        is_cross_attention=cross, sliding_window_size=window, encoder_lens=encoder_lens,
+        k_buffer=k_buffer,
+        v_buffer=v_buffer,
+        k_scale=scales[0],
+        v_scale=scales[1],
+        req_to_token=req_to_token,
+        req_pool_indices=req_pool_indices,
+        seq_lens=seq_lens,
+        extend_seq_lens=extend_lens.int(),
+        extend_start_loc=start_loc.int(),
+        max_len_extend=int(extend_lens.max()),
+        sm_scale=head_dim**-0.5,
+        logit_cap=logit_cap,
+        is_cross_attention=cross,
+        sliding_window_size=window,
+        encoder_lens=encoder_lens,
         sinks=torch.randn(heads, generator=gen) if sinks else None,
-        tree_mask=tree_mask, is_causal=causal,
+        tree_mask=tree_mask,
+        is_causal=causal,
     )
 
 
@@ -456,22 +541,41 @@ def test_extend_attention(triton_oracle, case):
     if not extend_kv:  # Gemma-4 KV-shared layers pass no K/V: the kernel reads the cache
         ours["k_extend"] = ours["v_extend"] = None
     ops.extend_attention_cpu(**ours)
-    oracle_args = {name: args[name] for name in (
-        "q_extend", "k_extend", "v_extend", "k_buffer", "v_buffer", "req_to_token",
-        "req_pool_indices", "seq_lens", "extend_seq_lens", "encoder_lens", "is_cross_attention",
-        "sliding_window_size", "tree_mask", "is_causal", "sm_scale", "k_scale", "v_scale",
-        "logit_cap", "sinks")}
+    oracle_args = {
+        name: args[name]
+        for name in (
+            "q_extend",
+            "k_extend",
+            "v_extend",
+            "k_buffer",
+            "v_buffer",
+            "req_to_token",
+            "req_pool_indices",
+            "seq_lens",
+            "extend_seq_lens",
+            "encoder_lens",
+            "is_cross_attention",
+            "sliding_window_size",
+            "tree_mask",
+            "is_causal",
+            "sm_scale",
+            "k_scale",
+            "v_scale",
+            "logit_cap",
+            "sinks",
+        )
+    }
     expected = triton_oracle("extend_attention", **oracle_args)
-    torch.testing.assert_close(ours["o_extend"].float(), expected["output"],
-                               **TOLERANCE[args["q_extend"].dtype])
+    torch.testing.assert_close(ours["o_extend"].float(), expected["output"], **TOLERANCE[args["q_extend"].dtype])
 
 
 def _run_fresh(script: str, **env: str) -> str:
     """Run `script` in a fresh interpreter whose path holds the repository and nothing of an
     enabled parent's (such as its child_path sgl_kernel shim); return its stdout."""
     environment = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **env)
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=environment,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], env=environment, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout
 

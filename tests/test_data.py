@@ -43,8 +43,9 @@ CHAT = [
     {"role": "user", "content": "What is 2+2?"},
     {"role": "assistant", "content": "4, of course."},
 ]
-SHAREGPT = [{"from": {"system": "system", "user": "human", "assistant": "gpt"}[m["role"]], "value": m["content"]}
-            for m in CHAT]
+SHAREGPT = [
+    {"from": {"system": "system", "user": "human", "assistant": "gpt"}[m["role"]], "value": m["content"]} for m in CHAT
+]
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +102,10 @@ def test_other_template_header_ends_inside_a_token(tokenizer):
     A token straddling header and content (here "\\n\\n " = the header's blank line + the
     answer's first space) is not learned: at serving time the header is part of the prompt."""
     other = tokenizer.__class__.from_pretrained(smollm2_path())
-    other.chat_template = ("{% for m in messages %}<|im_start|>{{ m.role }}<|im_end|>\n\n{{ m.content }}<|endoftext|>"
-                           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant<|im_end|>\n\n{% endif %}")
+    other.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}<|im_end|>\n\n{{ m.content }}<|endoftext|>"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant<|im_end|>\n\n{% endif %}"
+    )
     answers = [{"role": "assistant", "content": "Hello there"}, {"role": "assistant", "content": "  Bye"}]
     chat = [CHAT[1], answers[0], CHAT[3], answers[1]]
     ids, mask = tokenize_conversation(other, chat, None)
@@ -125,18 +128,23 @@ def test_tokenize_errors(tokenizer):
 def test_formats_give_identical_conversations_and_ids(tokenizer, tmp_path):
     import datasets
 
-    parts = [dict(m, content=[{"type": "text", "text": m["content"][:3]}, {"type": "text", "text": m["content"][3:]}])
-             for m in CHAT]
+    parts = [
+        dict(m, content=[{"type": "text", "text": m["content"][:3]}, {"type": "text", "text": m["content"][3:]}])
+        for m in CHAT
+    ]
     files = {
         "openai": _write_jsonl(tmp_path / "openai.jsonl", [{"messages": CHAT}, "", {"id": 7, "messages": CHAT[1:3]}]),
-        "sharegpt": _write_jsonl(tmp_path / "sharegpt.jsonl",
-                                 [{"conversations": SHAREGPT}, {"id": 7, "conversations": SHAREGPT[1:3]}]),
+        "sharegpt": _write_jsonl(
+            tmp_path / "sharegpt.jsonl", [{"conversations": SHAREGPT}, {"id": 7, "conversations": SHAREGPT[1:3]}]
+        ),
         "parts": _write_jsonl(tmp_path / "parts.jsonl", [{"messages": parts}, {"id": "7", "messages": parts[1:3]}]),
     }
     (tmp_path / "array.json").write_text(json.dumps([{"conversations": SHAREGPT}, {"id": 7, "messages": CHAT[1:3]}]))
     files["array"] = tmp_path / "array.json"
-    rows = [{"id": "0", "messages": CHAT, "conversations": None},  # columns and turn keys are unions:
-            {"id": "7", "messages": None, "conversations": [SHAREGPT[1], CHAT[2]]}]  # the unused ones hold None
+    rows = [
+        {"id": "0", "messages": CHAT, "conversations": None},  # columns and turn keys are unions:
+        {"id": "7", "messages": None, "conversations": [SHAREGPT[1], CHAT[2]]},
+    ]  # the unused ones hold None
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "hf"))
     files["hf"] = tmp_path / "hf"
     loaded = {name: list(load_conversations(path)) for name, path in files.items()}
@@ -150,18 +158,23 @@ def test_formats_give_identical_conversations_and_ids(tokenizer, tmp_path):
     assert loaded["hf"][0].id == "0" and loaded["array"][0].id == "array-0"
 
 
-@pytest.mark.parametrize("lines, message", [
-    (['{"messages": [{"role": "user", "content": "x"}]}', "{not json"], r"bad\.jsonl:2: not valid JSON"),
-    (['{"messages": [{"role": "wizard", "content": "x"}]}'], r"bad\.jsonl:1: turn 0 has unknown role 'wizard'"),
-    (['{"messages": [{"role": "user", "content": []}]}'], r"bad\.jsonl:1: turn 0: empty content list"),
-    (['{"messages": [{"role": "user", "content": 3}]}'], r"bad\.jsonl:1: turn 0: content must be a string"),
-    (['{"messages": []}'], r"bad\.jsonl:1: chat record must hold a non-empty list of turns"),
-    (['{"text": "hi"}'], r"bad\.jsonl:1: record has neither 'messages' nor 'conversations'"),
-    (["[1]"], r"bad\.jsonl: record 0: expected a JSON object"),
-    (['{"id": "a", "messages": [{"role": "user", "content": "x"}]}', "", '{"id": "a", "messages": []}'],
-     r"bad\.jsonl:3: duplicate id 'a' \(first at .*bad\.jsonl:1\)"),
-    (["", "  "], r"no records in .*bad\.jsonl"),
-])
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (['{"messages": [{"role": "user", "content": "x"}]}', "{not json"], r"bad\.jsonl:2: not valid JSON"),
+        (['{"messages": [{"role": "wizard", "content": "x"}]}'], r"bad\.jsonl:1: turn 0 has unknown role 'wizard'"),
+        (['{"messages": [{"role": "user", "content": []}]}'], r"bad\.jsonl:1: turn 0: empty content list"),
+        (['{"messages": [{"role": "user", "content": 3}]}'], r"bad\.jsonl:1: turn 0: content must be a string"),
+        (['{"messages": []}'], r"bad\.jsonl:1: chat record must hold a non-empty list of turns"),
+        (['{"text": "hi"}'], r"bad\.jsonl:1: record has neither 'messages' nor 'conversations'"),
+        (["[1]"], r"bad\.jsonl: record 0: expected a JSON object"),
+        (
+            ['{"id": "a", "messages": [{"role": "user", "content": "x"}]}', "", '{"id": "a", "messages": []}'],
+            r"bad\.jsonl:3: duplicate id 'a' \(first at .*bad\.jsonl:1\)",
+        ),
+        (["", "  "], r"no records in .*bad\.jsonl"),
+    ],
+)
 def test_malformed_input_names_file_and_line(tmp_path, lines, message):
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines) + "\n")
@@ -180,11 +193,17 @@ def test_missing_and_non_dataset_paths(tmp_path, monkeypatch):
 
 
 def test_build_and_read_token_dataset(tokenizer, tmp_path, capsys):
-    data = _write_jsonl(tmp_path / "chat.jsonl", [
-        {"id": "short", "messages": CHAT[1:3]},
-        {"id": "long", "messages": [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "A"}]},
-        {"id": "full", "messages": CHAT},
-    ])
+    data = _write_jsonl(
+        tmp_path / "chat.jsonl",
+        [
+            {"id": "short", "messages": CHAT[1:3]},
+            {
+                "id": "long",
+                "messages": [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "A"}],
+            },
+            {"id": "full", "messages": CHAT},
+        ],
+    )
     out = tmp_path / "tokens.jsonl"
     stats = build_token_dataset(load_conversations(data), tokenizer, out, max_length=64, progress=False)
     assert stats["samples"] == 2 and stats["skipped_no_loss"] == ["long"] and stats["truncated"] == 1
@@ -204,13 +223,16 @@ def test_build_and_read_token_dataset(tokenizer, tmp_path, capsys):
         build_token_dataset(load_conversations(prompts), tokenizer, tmp_path / "p.jsonl", progress=False)
 
 
-@pytest.mark.parametrize("line, message", [
-    ("{oops", "not valid JSON"),
-    ('{"input_ids": [1], "loss_mask": [1]}', "string 'id'"),
-    ('{"id": "a", "input_ids": [1, -2], "loss_mask": [1, 1]}', "non-negative integers"),
-    ('{"id": "a", "input_ids": [1, 2], "loss_mask": [1]}', "as long as 'input_ids'"),
-    ('{"id": "a", "input_ids": [1, 2], "loss_mask": [1, 2]}', "list of 0/1"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{oops", "not valid JSON"),
+        ('{"input_ids": [1], "loss_mask": [1]}', "string 'id'"),
+        ('{"id": "a", "input_ids": [1, -2], "loss_mask": [1, 1]}', "non-negative integers"),
+        ('{"id": "a", "input_ids": [1, 2], "loss_mask": [1]}', "as long as 'input_ids'"),
+        ('{"id": "a", "input_ids": [1, 2], "loss_mask": [1, 2]}', "list of 0/1"),
+    ],
+)
 def test_read_token_dataset_validates(tmp_path, line, message):
     path = _write_jsonl(tmp_path / "t.jsonl", ['{"id": "ok", "input_ids": [1, 2], "loss_mask": [0, 1]}', line])
     with pytest.raises(DataError, match=rf"t\.jsonl:2: .*{message}"):
@@ -218,8 +240,10 @@ def test_read_token_dataset_validates(tmp_path, line, message):
 
 
 def test_draft_vocab_top_k_ties_fill_and_maps():
-    samples = [{"id": "a", "input_ids": [5, 3, 3, 9, 7], "loss_mask": [1, 1, 1, 1, 0]},
-               {"id": "b", "input_ids": [9, 3, 1, 7], "loss_mask": [0, 1, 1, 1]}]
+    samples = [
+        {"id": "a", "input_ids": [5, 3, 3, 9, 7], "loss_mask": [1, 1, 1, 1, 0]},
+        {"id": "b", "input_ids": [9, 3, 1, 7], "loss_mask": [0, 1, 1, 1]},
+    ]
     counts = count_loss_tokens(samples, 12)
     assert counts.dtype == torch.int64 and counts.tolist() == [0, 1, 0, 3, 0, 1, 0, 1, 0, 1, 0, 0]
     assert select_draft_vocab(counts, 1).tolist() == [3]
@@ -264,9 +288,22 @@ class _FakeOpenAI:
                 if "FAIL" in last_user or "BAD" in last_user:
                     return self._send(500 if "FAIL" in last_user else 400, {"error": {"message": "boom"}})
                 n = sum(m["role"] == "assistant" for m in body["messages"])
-                self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                                 "choices": [{"index": 0, "finish_reason": "stop",
-                                              "message": {"role": "assistant", "content": f"r{n}:{last_user}"}}]})
+                self._send(
+                    200,
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": f"r{n}:{last_user}"},
+                            }
+                        ],
+                    },
+                )
 
             def _send(self, status, payload):
                 data = json.dumps(payload).encode()
@@ -291,11 +328,20 @@ def fake_server(monkeypatch):
 
 
 def _prompts(tmp_path: Path, n: int, words: dict[int, str] | None = None) -> Path:
-    return _write_jsonl(tmp_path / "in.jsonl", [
-        {"id": f"c{i}", "messages": [{"role": "user", "content": f"{(words or {}).get(i, 'q')}{i}"},
-                                     {"role": "assistant", "content": "old"},
-                                     {"role": "user", "content": f"again{i}"}]}
-        for i in range(n)])
+    return _write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            {
+                "id": f"c{i}",
+                "messages": [
+                    {"role": "user", "content": f"{(words or {}).get(i, 'q')}{i}"},
+                    {"role": "assistant", "content": "old"},
+                    {"role": "user", "content": f"again{i}"},
+                ],
+            }
+            for i in range(n)
+        ],
+    )
 
 
 def _out(path: Path) -> dict[str, dict]:
@@ -303,15 +349,22 @@ def _out(path: Path) -> dict[str, dict]:
 
 
 def test_regenerate_uses_regenerated_history_concurrently(fake_server, tmp_path):
-    data = _write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "messages": CHAT}] + [
-        {"id": f"p{i}", "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(8)])
+    data = _write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"id": "a", "messages": CHAT}]
+        + [{"id": f"p{i}", "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(8)],
+    )
     out = tmp_path / "out.jsonl"
     stats = regenerate(data, out, fake_server.url, "m", concurrency=4, progress=False, system_prompt="Sys.")
     assert stats == {"done": 9, "skipped_existing": 0, "failed": []}
     records = _out(out)
     assert records["a"]["messages"] == [
-        {"role": "system", "content": "Sys."}, CHAT[1], {"role": "assistant", "content": "r0:Hi there"},
-        CHAT[3], {"role": "assistant", "content": "r1:What is 2+2?"}]
+        {"role": "system", "content": "Sys."},
+        CHAT[1],
+        {"role": "assistant", "content": "r0:Hi there"},
+        CHAT[3],
+        {"role": "assistant", "content": "r1:What is 2+2?"},
+    ]
     assert records["a"]["finish_reasons"] == ["stop", "stop"]
     assert records["p3"]["messages"][-1] == {"role": "assistant", "content": "r0:q3"}  # appended answer
     second = next(r for r in fake_server.requests if r[-1]["content"] == "What is 2+2?")
@@ -340,11 +393,12 @@ def test_regenerate_reports_failures_and_exits_nonzero(fake_server, tmp_path, ca
     assert sum(r[0]["content"] == "FAIL2" for r in fake_server.requests) == 1 + regenerate_module.RETRIES
     assert sum(r[0]["content"] == "BAD4" for r in fake_server.requests) == 1  # a client error is not retried
     assert sorted(_out(out)) == ["c0", "c1", "c3"]
-    args = _parse(command.add_regenerate_arguments, ["--data", str(data), "--out", str(out), "--base-url",
-                                                     fake_server.url, "--model", "m", "--no-progress"])
-    with pytest.raises(SystemExit) as e:
-        command.regenerate_main(args)
-    assert e.value.code == 1 and "failed: c2:" in capsys.readouterr().err
+    args = _parse(
+        command.add_regenerate_arguments,
+        ["--data", str(data), "--out", str(out), "--base-url", fake_server.url, "--model", "m", "--no-progress"],
+    )
+    assert command.regenerate_main(args) == 1
+    assert "failed: c2:" in capsys.readouterr().err
 
 
 def _parse(add, argv: list[str]) -> argparse.Namespace:
@@ -368,20 +422,22 @@ def test_prepare_and_vocab_commands(tmp_path, capsys):
     assert torch.equal(t["d2t"] + torch.arange(16), t["draft_to_target"]) and t["t2d"][t["draft_to_target"]].all()
 
     bad = _parse(command.add_prepare_arguments, ["--target", target, "--data", str(tmp_path / "x"), "--out", "o"])
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(DataError, match="data file not found"):
         command.prepare_main(bad)
-    assert e.value.code == 2 and "error: data file not found" in capsys.readouterr().err
-    bad = _parse(command.add_vocab_arguments, ["--data", str(tokens), "--target", target, "--size", "99999",
-                                               "--out", str(tmp_path / "v")])
-    with pytest.raises(SystemExit) as e:
+    bad = _parse(
+        command.add_vocab_arguments,
+        ["--data", str(tokens), "--target", target, "--size", "99999", "--out", str(tmp_path / "v")],
+    )
+    with pytest.raises(DataError, match="draft vocabulary size must be in 1..49152"):
         command.vocab_main(bad)
-    assert e.value.code == 2 and "error: draft vocabulary size must be in 1..49152" in capsys.readouterr().err
 
 
 def test_data_modules_do_not_import_sglang():
-    code = ("import sys, sglang_edsd.data.chat, sglang_edsd.data.vocab, sglang_edsd.data.regenerate, "
-            "sglang_edsd.data.command; "
-            "assert not any(m == 'sglang' or m.startswith('sglang.') for m in sys.modules), 'sglang imported'")
+    code = (
+        "import sys, sglang_edsd.data.chat, sglang_edsd.data.vocab, sglang_edsd.data.regenerate, "
+        "sglang_edsd.data.command; "
+        "assert not any(m == 'sglang' or m.startswith('sglang.') for m in sys.modules), 'sglang imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -407,12 +463,18 @@ def test_sharegpt_asset_parses_into_conversations(tokenizer, tmp_path):
 def test_unrenderable_conversations_stop_the_run_or_are_skipped_and_listed(tokenizer, tmp_path):
     src = tmp_path / "chats.jsonl"
     src.write_text(
-        json.dumps({"id": "ok", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
-        + "\n" + json.dumps({"id": "split", "conversations": [{"from": "gpt", "value": "continued answer"}]}) + "\n")
+        json.dumps(
+            {"id": "ok", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+        )
+        + "\n"
+        + json.dumps({"id": "split", "conversations": [{"from": "gpt", "value": "continued answer"}]})
+        + "\n"
+    )
     with pytest.raises(DataError, match="'split'.*skip-invalid"):
         build_token_dataset(load_conversations(src), tokenizer, tmp_path / "a.jsonl", progress=False)
-    stats = build_token_dataset(load_conversations(src), tokenizer, tmp_path / "b.jsonl", progress=False,
-                                skip_invalid=True)
+    stats = build_token_dataset(
+        load_conversations(src), tokenizer, tmp_path / "b.jsonl", progress=False, skip_invalid=True
+    )
     assert stats["samples"] == 1 and [r["id"] for r in stats["skipped_invalid"]] == ["split"]
     listed = [json.loads(x) for x in (tmp_path / "b.jsonl.skipped.jsonl").read_text().splitlines()]
     assert listed[0]["id"] == "split" and listed[0]["reason"]
@@ -446,8 +508,18 @@ def test_subset_filters_cuts_and_counts_rejections(tmp_path):
 
     # held-out draws: --exclude drops the ids of another chat file (e.g. the training subset)
     train = _write_jsonl(tmp_path / "train.jsonl", [{"id": "c0", "messages": [{"role": "user", "content": "q"}]}])
-    command.subset_main(argparse.Namespace(data=str(src), out=str(tmp_path / "held.jsonl"), num=1, seed=0,
-                                           max_user_turns=2, max_user_chars=40, min_ascii=0.95, exclude=[str(train)]))
+    command.subset_main(
+        argparse.Namespace(
+            data=str(src),
+            out=str(tmp_path / "held.jsonl"),
+            num=1,
+            seed=0,
+            max_user_turns=2,
+            max_user_chars=40,
+            min_ascii=0.95,
+            exclude=[str(train)],
+        )
+    )
     assert [json.loads(line)["id"] for line in (tmp_path / "held.jsonl").read_text().splitlines()] == ["c5"]
 
 

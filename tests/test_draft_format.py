@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 from sglang_edsd.draft_config import (
     DraftConfigError,
@@ -17,18 +16,7 @@ from sglang_edsd.draft_config import (
     validate_draft_folder,
 )
 from sglang_edsd.draft_io import parse_expansion
-
-
-def _edit_config(draft: Path, edit) -> None:
-    cfg = json.loads((draft / "config.json").read_text())
-    edit(cfg)
-    (draft / "config.json").write_text(json.dumps(cfg))
-
-
-def _edit_weights(draft: Path, edit) -> None:
-    tensors = load_file(str(draft / "model.safetensors"))
-    edit(tensors)
-    save_file(tensors, str(draft / "model.safetensors"))
+from tests.helpers import edit_config, edit_weights
 
 
 @pytest.fixture
@@ -75,13 +63,13 @@ def test_d2t_maps_draft_ids_to_target_ids(smollm2: Path, tmp_path: Path) -> None
     ids=["missing", "unexpected", "wrong-shape"],
 )
 def test_bad_weights_are_named(draft: Path, smollm2: Path, edit, message: str) -> None:
-    _edit_weights(draft, edit)
+    edit_weights(draft, edit)
     with pytest.raises(DraftConfigError, match=message):
         validate_draft_folder(draft, smollm2)
 
 
 def test_layer_id_out_of_range(draft: Path, smollm2: Path) -> None:
-    _edit_config(draft, lambda c: c["eagle_config"].__setitem__("eagle_aux_hidden_state_layer_ids", [3, 29]))
+    edit_config(draft, lambda c: c["eagle_config"].__setitem__("eagle_aux_hidden_state_layer_ids", [3, 29]))
     with pytest.raises(DraftConfigError, match=r"layer id 29 .*L=30.*0\.\.28"):
         validate_draft_folder(draft, smollm2)
 
@@ -101,7 +89,7 @@ def test_not_an_edsd_draft(draft: Path, smollm2: Path) -> None:
         c["architectures"] = ["LlamaForCausalLMEagle3"]
         c.pop("edsd_config")
 
-    _edit_config(draft, to_eagle3)
+    edit_config(draft, to_eagle3)
     with pytest.raises(DraftConfigError, match="is not an EDSD draft"):
         validate_draft_folder(draft, smollm2)
 

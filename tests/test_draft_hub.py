@@ -70,10 +70,16 @@ def hub_cases(smollm2: Path, smollm2_draft: Path, tmp_path_factory: pytest.TempP
         ("hub-target-local-draft-wrong-depth", "org/other-target", str(smollm2_draft)),
         ("hub-draft-no-weights", "org/target", "org/no-weights"),
     ]
-    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_HOME": str(root / "hf-home")}
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cases)], capture_output=True, text=True,
-                          env=env, timeout=600)
+    env = {
+        **os.environ,
+        "HF_HUB_CACHE": str(cache),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": str(root / "hf-home"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(cases)], capture_output=True, text=True, env=env, timeout=600
+    )
     results: dict[str, dict] = {}
     for line in proc.stdout.splitlines():
         if line.startswith("CASE "):

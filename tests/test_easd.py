@@ -41,10 +41,13 @@ def test_rule_fires_and_greedy_then_takes_the_best_other_token():
     assert logits[3].argmax().item() == 1  # the row after the last proposal scores no proposal
 
 
-@pytest.mark.parametrize("cfg", [
-    EASDConfig(draft_entropy=1.5, target_entropy=1.0, top_n=4),  # draft confident enough
-    EASDConfig(draft_entropy=1.0, target_entropy=1.5, top_n=4),  # target confident enough
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        EASDConfig(draft_entropy=1.5, target_entropy=1.0, top_n=4),  # draft confident enough
+        EASDConfig(draft_entropy=1.0, target_entropy=1.5, top_n=4),  # target confident enough
+    ],
+)
 def test_rule_needs_both_entropies_high(cfg):
     logits, tokens, h_draft, top_draft = _chain_case()
     before = logits.clone()
@@ -76,14 +79,17 @@ def test_entropy_top_and_overlap():
     assert overlap(torch.tensor([[1, 2, 3, 4]]), torch.tensor([[4, 3, 9, 8]])).item() == 0.5
 
 
-@pytest.mark.parametrize("value, message", [
-    ('{"draft_entropy": 1, "target_entropy": 1, "top_k": 3}', "unknown EASD fields"),
-    ('{"draft_entropy": 1, "target_entropy": 1, "top_n": 0}', "top_n must be in 1..100"),
-    ('{"draft_entropy": 1, "target_entropy": 1, "min_overlap": 2}', "min_overlap must be a fraction"),
-    ('{"draft_entropy": 1}', "target_entropy"),
-    ("{not json", "not JSON"),
-    ("/no/such/easd.json", "no such file"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ('{"draft_entropy": 1, "target_entropy": 1, "top_k": 3}', "unknown EASD fields"),
+        ('{"draft_entropy": 1, "target_entropy": 1, "top_n": 0}', "top_n must be in 1..100"),
+        ('{"draft_entropy": 1, "target_entropy": 1, "min_overlap": 2}', "min_overlap must be a fraction"),
+        ('{"draft_entropy": 1}', "target_entropy"),
+        ("{not json", "not JSON"),
+        ("/no/such/easd.json", "no such file"),
+    ],
+)
 def test_bad_configuration_names_the_problem(monkeypatch, value, message):
     monkeypatch.setenv(ENV, value)
     with pytest.raises(EASDConfigError, match=message):
@@ -99,16 +105,20 @@ def test_configuration_from_file_and_unset(monkeypatch, tmp_path: Path):
     assert EASDConfig.from_env() == EASDConfig(2.5, 1.5, top_n=4, min_overlap=0.6)
 
 
-@pytest.mark.parametrize(("flags", "allowed"), [
-    (["--cuda-graph-backend-decode", "disabled"], True),
-    (["--cuda-graph-backend-decode", "disabled", "--cuda-graph-backend-prefill", "disabled"], True),
-    (["--cuda-graph-config", '{"decode": {"backend": "disabled"}}'], True),
-    (["--disable-cuda-graph"], True),
-    (["--cuda-graph-backend-prefill", "disabled"], False),  # the draft's graphs are decode-phase graphs
-    ([], False),
-])
-def test_easd_accepts_every_way_of_turning_draft_cuda_graphs_off(smollm2: Path, flags: list[str],
-                                                                  allowed: bool) -> None:
+@pytest.mark.parametrize(
+    ("flags", "allowed"),
+    [
+        (["--cuda-graph-backend-decode", "disabled"], True),
+        (["--cuda-graph-backend-decode", "disabled", "--cuda-graph-backend-prefill", "disabled"], True),
+        (["--cuda-graph-config", '{"decode": {"backend": "disabled"}}'], True),
+        (["--disable-cuda-graph"], True),
+        (["--cuda-graph-backend-prefill", "disabled"], False),  # the draft's graphs are decode-phase graphs
+        ([], False),
+    ],
+)
+def test_easd_accepts_every_way_of_turning_draft_cuda_graphs_off(
+    smollm2: Path, flags: list[str], allowed: bool
+) -> None:
     """Checked on the config SGLang publishes for a CUDA server, as the worker sees it."""
     from sglang.srt.plugins import load_plugins
     from sglang.srt.runtime_context import create_context, use_context
@@ -130,8 +140,11 @@ def test_easd_accepts_every_way_of_turning_draft_cuda_graphs_off(smollm2: Path, 
         assert not sa.disable_cuda_graph  # what the old check read, so it refused these forms
 
 
-SERVED_PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.",
-                  "List three prime numbers and explain why they are prime."]
+SERVED_PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "List three prime numbers and explain why they are prime.",
+]
 SERVED_TOKENS = 32
 
 
@@ -167,6 +180,7 @@ def _prompt_ids(smollm2: Path, prompt: str) -> list[int]:
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
+@pytest.mark.server
 def test_served_thresholds_at_infinity_change_nothing(easd_servers, smollm2: Path):
     from tests.servers import greedy_ids
 
@@ -178,6 +192,7 @@ def test_served_thresholds_at_infinity_change_nothing(easd_servers, smollm2: Pat
         assert never["meta"]["spec_verify_ct"] == off["meta"]["spec_verify_ct"] > 0
 
 
+@pytest.mark.server
 def test_served_rule_firing_everywhere_rejects_every_proposal(easd_servers, smollm2: Path):
     """Each emitted token is the target's argmax unless the draft proposed it, then its runner-up."""
     from transformers import AutoModelForCausalLM
@@ -193,7 +208,7 @@ def test_served_rule_firing_everywhere_rejects_every_proposal(easd_servers, smol
         # No proposal accepted; every verify emits one token (the first came from the prefill).
         assert meta["spec_num_correct_drafts"] == 0 and meta["spec_verify_ct"] == len(out["ids"]) - 1 > 0
         with torch.no_grad():
-            logits = model(torch.tensor([ids + out["ids"]])).logits[0, len(ids) - 1:-1]
+            logits = model(torch.tensor([ids + out["ids"]])).logits[0, len(ids) - 1 : -1]
         top2 = logits.topk(2, dim=-1).indices
         assert out["ids"][0] == top2[0, 0].item()  # the prefill's token: no draft was verified
         for t, token in enumerate(out["ids"]):
@@ -202,6 +217,7 @@ def test_served_rule_firing_everywhere_rejects_every_proposal(easd_servers, smol
     assert runner_up > 0  # the trained draft proposes the target's argmax often: the rule must change output
 
 
+@pytest.mark.server
 def test_served_entropy_trace_changes_nothing_and_matches_the_target(easd_servers, smollm2: Path):
     """Per request: as many records as verifies, accepted counts summing to SGLang's, and each judged
     position's target entropy equal to transformers' at that prefix of the final sequence."""
@@ -248,17 +264,26 @@ def tiny_calibration(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
             ids = torch.randint(0, 300, (30,), generator=gen).tolist()
             f.write(json.dumps({"id": f"s{i}", "input_ids": ids, "loss_mask": [0] * 5 + [1] * 25}) + "\n")
     capture(work / "target", work / "tokens.jsonl", work / "capture", [1, 3], dtype="float32", progress=False)
-    return {"capture": work / "capture",
-            "draft": init_draft(work / "target", work / "draft", layer_ids=(1, 3), draft_vocab_size=64),
-            "other_layers": init_draft(work / "target", work / "draft24", layer_ids=(2, 4), draft_vocab_size=64)}
+    return {
+        "capture": work / "capture",
+        "draft": init_draft(work / "target", work / "draft", layer_ids=(1, 3), draft_vocab_size=64),
+        "other_layers": init_draft(work / "target", work / "draft24", layer_ids=(2, 4), draft_vocab_size=64),
+    }
 
 
 def test_calibration_thresholds_are_percentiles_and_bound_the_firing_rate(tiny_calibration):
     from sglang_edsd.easd.calibrate import calibrate
 
     def run(percentile, min_overlap=0.0):
-        return calibrate(tiny_calibration["draft"], tiny_calibration["capture"], percentile=percentile, top_n=3,
-                         min_overlap=min_overlap, steps=2, progress=False)
+        return calibrate(
+            tiny_calibration["draft"],
+            tiny_calibration["capture"],
+            percentile=percentile,
+            top_n=3,
+            min_overlap=min_overlap,
+            steps=2,
+            progress=False,
+        )
 
     low, mid, high = run(0.0), run(50.0), run(100.0)
     # Step k of row i proposes token i+2+k: each of the 6 x 25 answer tokens (positions 5..29) once per step.

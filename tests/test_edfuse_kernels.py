@@ -47,13 +47,20 @@ def _gen(case_id: str) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(case_id.encode()))
 
 
-def _randn(shape: tuple[int, ...], gen: torch.Generator, dtype: torch.dtype, device: str,
-           scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
+def _randn(
+    shape: tuple[int, ...],
+    gen: torch.Generator,
+    dtype: torch.dtype,
+    device: str,
+    scale: float = 1.0,
+    shift: float = 0.0,
+) -> torch.Tensor:
     return (torch.randn(shape, generator=gen) * scale + shift).to(device=device, dtype=dtype)
 
 
-def check_layernorm(case_id: str, shape: tuple[int, ...], dtype: str, device: str,
-                    shift: float = 0.0, out_mode: str = "poisoned") -> None:
+def check_layernorm(
+    case_id: str, shape: tuple[int, ...], dtype: str, device: str, shift: float = 0.0, out_mode: str = "poisoned"
+) -> None:
     """out_mode: 'poisoned' (NaN-filled out=), 'alloc' (wrapper allocates), 'inplace' (out=x)."""
     gen, dt, d = _gen(case_id), DTYPES[dtype], shape[-1]
     x = _randn(shape, gen, dt, device, scale=3.0, shift=shift)
@@ -71,8 +78,9 @@ def check_layernorm(case_id: str, shape: tuple[int, ...], dtype: str, device: st
     torch.testing.assert_close(got.float(), ref, rtol=rtol, atol=atol)
 
 
-def check_silu_mul(case_id: str, shape: tuple[int, ...], dtype: str, device: str,
-                   scale: float = 1.0, out_mode: str = "poisoned") -> None:
+def check_silu_mul(
+    case_id: str, shape: tuple[int, ...], dtype: str, device: str, scale: float = 1.0, out_mode: str = "poisoned"
+) -> None:
     """out_mode: 'poisoned', 'alloc', 'gate' (out=gate_pre) or 'up' (out=up_pre)."""
     gen, dt = _gen(case_id), DTYPES[dtype]
     gate, up = _randn(shape, gen, dt, device, scale), _randn(shape, gen, dt, device)
@@ -88,8 +96,16 @@ def check_silu_mul(case_id: str, shape: tuple[int, ...], dtype: str, device: str
     torch.testing.assert_close(got.float(), ref, rtol=rtol, atol=atol)
 
 
-def check_edfuse(case_id: str, rows: int, target_hidden: int, hidden: int, expansion: int,
-                 dtype: str, device: str, token_layernorm: bool = True) -> None:
+def check_edfuse(
+    case_id: str,
+    rows: int,
+    target_hidden: int,
+    hidden: int,
+    expansion: int,
+    dtype: str,
+    device: str,
+    token_layernorm: bool = True,
+) -> None:
     """fused_edfuse_forward vs EDFuse.forward in fp32 on the same dtype-rounded weights.
 
     Bound: the dtype's floor, or twice eager EDFuse.forward's own error in that dtype
@@ -118,6 +134,7 @@ def _raises(exc: type[Exception], match: str, fn: Callable[[], object]) -> Calla
     def check() -> None:
         with pytest.raises(exc, match=match):
             fn()
+
     return check
 
 
@@ -133,15 +150,15 @@ def _error_cases(device: str) -> dict[str, Callable[[], None]]:
         "shape_mismatch": _raises(ValueError, "shape", lambda: kernels.silu_mul(x, x[:2])),
         "non_contiguous": _raises(ValueError, "contiguous", lambda: kernels.layernorm(x.t(), w[:4], w[:4])),
         "bad_weight_shape": _raises(ValueError, "weight has shape", lambda: kernels.layernorm(x, w[:4], w)),
-        "out_wrong_dtype": _raises(TypeError, "out has dtype",
-                                   lambda: kernels.layernorm(x, w, w, out=x.half())),
-        "partial_overlap": _raises(ValueError, "partially overlaps",
-                                   lambda: kernels.silu_mul(buf[:1], buf[:1].clone(), out=buf.view(-1)[4:12].view(1, 8))),
+        "out_wrong_dtype": _raises(TypeError, "out has dtype", lambda: kernels.layernorm(x, w, w, out=x.half())),
+        "partial_overlap": _raises(
+            ValueError,
+            "partially overlaps",
+            lambda: kernels.silu_mul(buf[:1], buf[:1].clone(), out=buf.view(-1)[4:12].view(1, 8)),
+        ),
         "too_wide": _raises(ValueError, "columns", lambda: kernels.layernorm(wide, wide[0], wide[0])),
-        "needs_no_grad": _raises(RuntimeError, "inference-only",
-                                 lambda: kernels.fused_edfuse_forward(module, x, x)),
-        "edfuse_width": _raises(ValueError, "gate input",
-                                lambda: kernels.fused_edfuse_forward(module, x[:, :4], x)),
+        "needs_no_grad": _raises(RuntimeError, "inference-only", lambda: kernels.fused_edfuse_forward(module, x, x)),
+        "edfuse_width": _raises(ValueError, "gate input", lambda: kernels.fused_edfuse_forward(module, x[:, :4], x)),
     }
 
 
@@ -169,8 +186,9 @@ def _interpret_cases() -> dict[str, Callable[[], None]]:
         "silu_mul-bf16-alloc-3x40960": partial(check_silu_mul, shape=(3, 40960), dtype="bf16", out_mode="alloc"),
         "silu_mul-bf16-out_gate-7x577": partial(check_silu_mul, shape=(7, 577), dtype="bf16", out_mode="gate"),
         "silu_mul-fp32-out_up-7x577": partial(check_silu_mul, shape=(7, 577), dtype="fp32", out_mode="up"),
-        "edfuse-bf16-no_layernorm-7x577x1000": partial(check_edfuse, rows=7, target_hidden=160, hidden=577,
-                                                       expansion=1000, dtype="bf16", token_layernorm=False),
+        "edfuse-bf16-no_layernorm-7x577x1000": partial(
+            check_edfuse, rows=7, target_hidden=160, hidden=577, expansion=1000, dtype="bf16", token_layernorm=False
+        ),
     }
     cases.update({cid: partial(fn, case_id=cid, device="cpu") for cid, fn in extra.items()})
     cases.update({f"error-{name}": fn for name, fn in _error_cases("cpu").items()})
@@ -196,8 +214,9 @@ def _run_interpret_cases() -> dict[str, str | None]:
 @pytest.fixture(scope="module")
 def interpret_results() -> dict[str, str | None]:
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, __file__, CHILD_FLAG], env=env, capture_output=True,
-                          text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, CHILD_FLAG], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     if proc.returncode != 0:
         pytest.fail(f"interpreter subprocess failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -217,8 +236,9 @@ def test_compiled_mode_rejects_cpu_tensors() -> None:
         kernels.silu_mul(x, x)
 
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available() or kernels.INTERPRETED,
-                                   reason="needs a CUDA device and compiled Triton")
+requires_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available() or kernels.INTERPRETED, reason="needs a CUDA device and compiled Triton"
+)
 
 
 @requires_cuda
@@ -276,8 +296,9 @@ def test_cuda_graph_capture_and_replay() -> None:
         graph.replay()
         torch.cuda.synchronize()
         rtol, atol = LN_TOL["bf16"]
-        torch.testing.assert_close(ln_out.float(), F.layer_norm(x.float(), (4096,), w.float(), b.float()),
-                                   rtol=rtol, atol=atol)
+        torch.testing.assert_close(
+            ln_out.float(), F.layer_norm(x.float(), (4096,), w.float(), b.float()), rtol=rtol, atol=atol
+        )
         rtol, atol = SILU_TOL["bf16"]
         torch.testing.assert_close(sm_out.float(), F.silu(gate.float()) * up.float(), rtol=rtol, atol=atol)
 
@@ -309,13 +330,20 @@ def test_microbenchmark_runs_end_to_end_on_cpu(tmp_path) -> None:
     interpreter, so a user's GPU run does not fail on the script itself. Timings mean nothing."""
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "bench_edfuse_kernels.py")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, script, "--interpret-smoke", "--providers", "triton,eager"],
-                          capture_output=True, text=True, timeout=300, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, script, "--interpret-smoke", "--providers", "triton,eager"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(Path(proc.stdout.rsplit("wrote ", 1)[1].strip()).read_text())
     assert {r["provider"] for r in report["results"]} == {"triton", "eager"}
     assert all("us" in r for r in report["results"])
     (streams,) = report["streams"]
     assert streams["rows"] == 3 and not streams["side_stream_available"]  # one stream on CPU
-    assert all(streams[f"{k}_us"] > 0 for k in ("one_stream", "side_stream", "feature_stream_alone",
-                                                 "token_stream_alone"))
+    assert all(
+        streams[f"{k}_us"] > 0 for k in ("one_stream", "side_stream", "feature_stream_alone", "token_stream_alone")
+    )

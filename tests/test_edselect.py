@@ -58,7 +58,10 @@ def test_matrix_entropy_rank_one_is_zero_and_side_independent():
 
 def test_curvature_straight_line_is_zero_even_with_uneven_steps():
     t = torch.arange(12, dtype=torch.float64)[:, None] ** 2  # accelerating, still straight
-    a, b = torch.randn(1, 32, generator=_gen(), dtype=torch.float64), torch.randn(1, 32, generator=_gen(1), dtype=torch.float64)
+    a, b = (
+        torch.randn(1, 32, generator=_gen(), dtype=torch.float64),
+        torch.randn(1, 32, generator=_gen(1), dtype=torch.float64),
+    )
     assert curvature(a + t * b) == pytest.approx(0.0, abs=1e-6)
 
 
@@ -123,8 +126,10 @@ def test_scatter_accumulator_matches_batch(centered, fold_rows):
     assert acc.entropy() == pytest.approx(matrix_entropy(ref.T @ ref), abs=1e-4)
 
 
-@pytest.mark.parametrize(("d", "fold_rows", "within_folded", "between_folded"),
-                         [(20, None, True, False), (7, 4, True, True), (7, 1000, False, False)])
+@pytest.mark.parametrize(
+    ("d", "fold_rows", "within_folded", "between_folded"),
+    [(20, None, True, False), (7, 4, True, True), (7, 1000, False, False)],
+)
 def test_lidar_accumulator_matches_batch(d, fold_rows, within_folded, between_folded):
     views = _views(15, 5, d, spread=0.8, seed=2)
     acc = LidarAccumulator(d, fold_rows=fold_rows)
@@ -196,9 +201,7 @@ def test_augmentation_is_deterministic_and_keeps_specials():
 # ---------------------------------------------------------------- end to end on a tiny Llama
 
 WORDS = [f"w{i}" for i in range(120)]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}[BOS]{{ m['role'] }} {{ m['content'] }} [EOS] {% endfor %}"
-)
+CHAT_TEMPLATE = "{% for m in messages %}[BOS]{{ m['role'] }} {{ m['content'] }} [EOS] {% endfor %}"
 
 
 @pytest.fixture(scope="module")
@@ -210,13 +213,23 @@ def tiny_target(tmp_path_factory: pytest.TempPathFactory):
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="[BOS]", eos_token="[EOS]",
-                                        unk_token="[UNK]", pad_token="[PAD]")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="[BOS]", eos_token="[EOS]", unk_token="[UNK]", pad_token="[PAD]"
+    )
     tokenizer.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     model = LlamaForCausalLM(config).eval()
     path = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(path)
@@ -267,15 +280,38 @@ def test_select_main_end_to_end_writes_json_png_and_draft(tiny_target, tmp_path,
     path, _, _ = tiny_target
     texts = _texts(7, seed=2)
     records = [{"text": t} for t in texts[:4]]
-    records += [{"messages": [{"role": "user", "content": texts[4]}, {"role": "assistant", "content": texts[5]}]},
-                {"conversations": [{"from": "human", "value": texts[6]}, {"from": "gpt", "value": texts[0]}]}]
+    records += [
+        {"messages": [{"role": "user", "content": texts[4]}, {"role": "assistant", "content": texts[5]}]},
+        {"conversations": [{"from": "human", "value": texts[6]}, {"from": "gpt", "value": texts[0]}]},
+    ]
     data = tmp_path / "calib.jsonl"
     _write_jsonl(data, records[:3] + [""] + records[3:])  # a blank line is ignored
     draft = init_draft(path, tmp_path / "draft", layer_ids=(0, 1), seed=0)
     out = tmp_path / "out"
-    assert select_main(_parse(["--target", str(path), "--data", str(data), "--num-samples", "128", "--out", str(out),
-                               "--num-views", "3", "--max-len", "32", "--write-draft-config", str(draft),
-                               "--no-progress"])) == 0
+    assert (
+        select_main(
+            _parse(
+                [
+                    "--target",
+                    str(path),
+                    "--data",
+                    str(data),
+                    "--num-samples",
+                    "128",
+                    "--out",
+                    str(out),
+                    "--num-views",
+                    "3",
+                    "--max-len",
+                    "32",
+                    "--write-draft-config",
+                    str(draft),
+                    "--no-progress",
+                ]
+            )
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     result = json.loads((out / "edselect.json").read_text())
     ids = result["selected_layer_ids"]
@@ -292,11 +328,10 @@ def test_select_main_end_to_end_writes_json_png_and_draft(tiny_target, tmp_path,
 
 
 def _expect_error(argv, capsys, match: str) -> None:
-    from sglang_edsd.edselect.command import select_main
 
-    with pytest.raises(SystemExit) as exc:
-        select_main(_parse(argv + ["--no-progress"]))
-    assert exc.value.code == 2
+    from sglang_edsd.cli import main
+
+    assert main(["select", *argv, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and match in err, err
 
@@ -323,14 +358,20 @@ def test_bad_inputs_give_clear_errors(tiny_target, tmp_path, capsys):
     _expect_error(base + ["--data", str(empty_text)], capsys, "'text' must be a non-empty string")
     good = tmp_path / "good.jsonl"
     _write_jsonl(good, [{"text": t} for t in _texts(3)])
-    _expect_error(["--target", str(tmp_path / "nope"), "--out", out, "--data", str(good)], capsys,
-                  "target model folder not found")
-    _expect_error(base + ["--data", str(good), "--write-draft-config", str(tmp_path / "nodraft")], capsys,
-                  "draft config not found")
+    _expect_error(
+        ["--target", str(tmp_path / "nope"), "--out", out, "--data", str(good)], capsys, "target model folder not found"
+    )
+    _expect_error(
+        base + ["--data", str(good), "--write-draft-config", str(tmp_path / "nodraft")],
+        capsys,
+        "draft config not found",
+    )
     _expect_error(base + ["--data", str(good), "--num-samples", "0"], capsys, "num_samples must be >= 1")
     from sglang_edsd.draft_io import init_draft
 
-    eagle3 = init_draft(path, tmp_path / "eagle3", layer_ids=(0, 1, 2), input_module="fc")  # 3 layers: not an EDSelect pair
+    eagle3 = init_draft(
+        path, tmp_path / "eagle3", layer_ids=(0, 1, 2), input_module="fc"
+    )  # 3 layers: not an EDSelect pair
     _expect_error(base + ["--data", str(good), "--write-draft-config", str(eagle3)], capsys, "reads 3 layers")
 
     from sglang_edsd.edselect.collect import run_edselect
@@ -349,7 +390,9 @@ def test_bad_inputs_give_clear_errors(tiny_target, tmp_path, capsys):
 def test_edselect_does_not_import_sglang():
     import subprocess
 
-    code = ("import sys, sglang_edsd.edselect as e; e.run_edselect; e.select_main; "
-            "import sglang_edsd.edselect.metrics, sglang_edsd.edselect.data; "
-            "assert not any(m == 'sglang' or m.startswith('sglang.') for m in sys.modules), 'sglang imported'")
+    code = (
+        "import sys, sglang_edsd.edselect as e; e.run_edselect; e.select_main; "
+        "import sglang_edsd.edselect.metrics, sglang_edsd.edselect.data; "
+        "assert not any(m == 'sglang' or m.startswith('sglang.') for m in sys.modules), 'sglang imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

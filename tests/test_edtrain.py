@@ -19,9 +19,19 @@ from sglang_edsd.edtrain import (
 from sglang_edsd.edtrain.model import EDSDTrainDraft
 from sglang_edsd.edtrain.objective import make_labels, step_loss, unroll_loss
 
-TINY = TargetInfo(architecture="LlamaForCausalLM", num_hidden_layers=4, hidden_size=32, vocab_size=97,
-                  intermediate_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                  rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=256)
+TINY = TargetInfo(
+    architecture="LlamaForCausalLM",
+    num_hidden_layers=4,
+    hidden_size=32,
+    vocab_size=97,
+    intermediate_size=48,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    rms_norm_eps=1e-6,
+    rope_theta=10000.0,
+    max_position_embeddings=256,
+)
 
 
 def tiny_draft(input_module: str = "edfuse", seed: int = 0) -> EDSDTrainDraft:
@@ -147,8 +157,14 @@ def test_step_loss_is_minimal_when_draft_equals_target() -> None:
     n, vd, k = 8, 6, 2
     gen = torch.Generator().manual_seed(3)
     target_logits = torch.randn(n, vd, generator=gen)
-    labels = make_labels(target_logits, torch.ones(n), torch.zeros(n), torch.zeros(n, dtype=torch.long),
-                         torch.ones(vd, dtype=torch.bool), 0)
+    labels = make_labels(
+        target_logits,
+        torch.ones(n),
+        torch.zeros(n),
+        torch.zeros(n, dtype=torch.long),
+        torch.ones(vd, dtype=torch.bool),
+        0,
+    )
     aligned = torch.cat([target_logits[1 + k :], torch.zeros(1 + k, vd)])
     d2t = torch.arange(vd)
     best = step_loss(aligned, labels, k, d2t)
@@ -165,8 +181,14 @@ def test_unroll_loss_weights_steps() -> None:
     features = torch.randn(n, model.config.feature_size)
     ids = torch.randint(0, TINY.vocab_size, (n,))
     embed = torch.randn(TINY.vocab_size, TINY.hidden_size)
-    labels = make_labels(torch.randn(n, 50), torch.ones(n), torch.rand(n), torch.zeros(n, dtype=torch.long),
-                         torch.ones(97, dtype=torch.bool), 0)
+    labels = make_labels(
+        torch.randn(n, 50),
+        torch.ones(n),
+        torch.rand(n),
+        torch.zeros(n, dtype=torch.long),
+        torch.ones(97, dtype=torch.bool),
+        0,
+    )
     logits = model(features, ids, embed, 3)
     total, stats = unroll_loss(logits, labels, torch.arange(50), 0.8)
     torch.testing.assert_close(total, stats[0].loss + 0.8 * stats[1].loss + 0.64 * stats[2].loss)
@@ -176,12 +198,26 @@ def test_unroll_loss_weights_steps() -> None:
 
 def test_recipes_and_ablations_are_flags() -> None:
     edsd = recipe("edsd")
-    assert (edsd.input_module, edsd.mask_p, edsd.step_n, edsd.epochs, edsd.s_max, edsd.gamma, edsd.lr,
-            edsd.betas, edsd.max_length) == ("edfuse", True, True, 8, 7, 3.0, 5e-5, (0.9, 0.95), 2048)
+    assert (
+        edsd.input_module,
+        edsd.mask_p,
+        edsd.step_n,
+        edsd.epochs,
+        edsd.s_max,
+        edsd.gamma,
+        edsd.lr,
+        edsd.betas,
+        edsd.max_length,
+    ) == ("edfuse", True, True, 8, 7, 3.0, 5e-5, (0.9, 0.95), 2048)
     eagle3 = recipe("eagle3")
     assert (eagle3.input_module, eagle3.mask_p, eagle3.step_n) == ("fc", False, False)
     ablation = recipe("edsd", mask_p=False, step_n=False, expansion="d", token_layernorm=False)
-    assert (ablation.input_module, ablation.mask_p, ablation.step_n, ablation.expansion) == ("edfuse", False, False, "d")
+    assert (ablation.input_module, ablation.mask_p, ablation.step_n, ablation.expansion) == (
+        "edfuse",
+        False,
+        False,
+        "d",
+    )
     with pytest.raises(TrainConfigError, match="recipe"):
         recipe("medusa")
     with pytest.raises(TrainConfigError, match="two target layers"):
@@ -191,8 +227,9 @@ def test_recipes_and_ablations_are_flags() -> None:
 
 
 def test_training_modules_do_not_import_sglang() -> None:
-    code = ("import sys, sglang_edsd.edtrain.trainer, sglang_edsd.edtrain.command, sglang_edsd.capture, "
-            "sglang_edsd.data.chat; bad = [m for m in sys.modules if m == 'sglang' or m.startswith('sglang.')]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, sglang_edsd.edtrain.trainer, sglang_edsd.edtrain.command, sglang_edsd.capture, "
+        "sglang_edsd.data.chat; bad = [m for m in sys.modules if m == 'sglang' or m.startswith('sglang.')]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
-

@@ -28,7 +28,12 @@ def test_dry_run_writes_every_result(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + (out / "gpu_check.log").read_text()[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] and [s["name"] for s in summary["steps"]] == [
-        "env", "tests", "kernels-8b", "kernels-70b", "edtrain-step"]
+        "env",
+        "tests",
+        "kernels-8b",
+        "kernels-70b",
+        "edtrain-step",
+    ]
     assert json.loads((out / "env.json").read_text())["dry_run"] is True
     suite = ET.parse(out / "pytest.xml").getroot().find("testsuite")
     assert int(suite.get("tests")) >= 10 and int(suite.get("failures")) == 0 and int(suite.get("errors")) == 0

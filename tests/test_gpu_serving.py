@@ -19,9 +19,8 @@ import torch
 from sglang_edsd.launcher import edsd_args
 from tests import synthetic
 from tests.servers import greedy_ids, start_all
-from tests.test_wiring import NEW_TOKENS, _expected, _prompts
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.server, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 CONFIGS = {
     "bf16-default-backend": ["--dtype", "bfloat16"],
@@ -31,8 +30,7 @@ CONFIGS = {
 
 @pytest.mark.parametrize("config", list(CONFIGS))
 @pytest.mark.parametrize("side_stream", ["1", "0"])
-def test_cuda_graph_draft_forward(smollm2: Path, tmp_path: Path, config: str, side_stream: str,
-                                  monkeypatch) -> None:
+def test_cuda_graph_draft_forward(smollm2: Path, tmp_path: Path, config: str, side_stream: str, monkeypatch) -> None:
     monkeypatch.setenv("SGLANG_EDSD_SIDE_STREAM", side_stream)
     target = synthetic.build_target(tmp_path / "target", smollm2)
     draft = synthetic.build_draft(tmp_path / "draft", target)
@@ -40,9 +38,9 @@ def test_cuda_graph_draft_forward(smollm2: Path, tmp_path: Path, config: str, si
     name = f"gpu-tiny-{config}-side{side_stream}"
     server = start_all({name: (target, args)})[name]
     try:
-        results = [greedy_ids(server, p, NEW_TOKENS) for p in _prompts()]
+        results = [greedy_ids(server, p, synthetic.NEW_TOKENS) for p in synthetic.wiring_prompts()]
     finally:
         server.stop()
-    for p, r in zip(_prompts(), results):
-        assert r["ids"] == _expected(p, NEW_TOKENS)
+    for p, r in zip(synthetic.wiring_prompts(), results):
+        assert r["ids"] == synthetic.expected_continuation(p, synthetic.NEW_TOKENS)
     assert min(r["meta"]["spec_accept_length"] for r in results) >= 4.5

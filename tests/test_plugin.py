@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sglang_edsd.draft_io import init_draft
-from tests.test_draft_format import _edit_config, _edit_weights
+from tests.helpers import edit_config, edit_weights
 
 
 def test_entry_point_in_fresh_process() -> None:
@@ -59,9 +59,19 @@ def test_default_shape_is_depth4_chain(resolve, smollm2: Path, smollm2_draft: Pa
 
 
 def test_chain_draft_tokens_follow_steps(resolve, smollm2: Path, smollm2_draft: Path) -> None:
-    v = resolve(_base(smollm2) + ["--speculative-draft-model-path", str(smollm2_draft),
-                                  "--speculative-num-steps", "2", "--speculative-eagle-topk", "1",
-                                  "--speculative-num-draft-tokens", "7"])
+    v = resolve(
+        _base(smollm2)
+        + [
+            "--speculative-draft-model-path",
+            str(smollm2_draft),
+            "--speculative-num-steps",
+            "2",
+            "--speculative-eagle-topk",
+            "1",
+            "--speculative-num-draft-tokens",
+            "7",
+        ]
+    )
     assert (v.speculative_num_steps, v.speculative_num_draft_tokens) == (2, 3)
 
 
@@ -79,19 +89,20 @@ def test_missing_draft_path(resolve, smollm2: Path) -> None:
         ("missing-tensor", "missing tensor.*edfuse.down.weight"),
     ],
 )
-def test_bad_draft_rejected_at_startup(resolve, smollm2: Path, smollm2_draft: Path, tmp_path: Path,
-                                       kind: str, message: str) -> None:
+def test_bad_draft_rejected_at_startup(
+    resolve, smollm2: Path, smollm2_draft: Path, tmp_path: Path, kind: str, message: str
+) -> None:
     draft = tmp_path / "draft"
     shutil.copytree(smollm2_draft, draft)
     if kind == "layer":
-        _edit_config(draft, lambda c: c["eagle_config"].__setitem__("eagle_aux_hidden_state_layer_ids", [2, 30]))
+        edit_config(draft, lambda c: c["eagle_config"].__setitem__("eagle_aux_hidden_state_layer_ids", [2, 30]))
     elif kind == "not-edsd":
-        _edit_config(draft, lambda c: (c.__setitem__("architectures", ["LlamaForCausalLMEagle3"]), c.pop("edsd_config")))
+        edit_config(draft, lambda c: (c.__setitem__("architectures", ["LlamaForCausalLMEagle3"]), c.pop("edsd_config")))
     elif kind == "eagle3-draft":
         shutil.rmtree(draft)
         init_draft(smollm2, draft, draft_vocab_size=8192, input_module="fc")
     else:
-        _edit_weights(draft, lambda t: t.pop("edfuse.down.weight"))
+        edit_weights(draft, lambda t: t.pop("edfuse.down.weight"))
     with pytest.raises(ValueError, match=message):
         resolve(_base(smollm2) + ["--speculative-draft-model-path", str(draft)])
 

@@ -122,14 +122,22 @@ def test_subsets_are_deterministic(tmp_path: Path, sets: dict[str, list[dict[str
 
 
 def test_user_jsonl(tmp_path: Path) -> None:
-    path = _write_jsonl(tmp_path / "mine.jsonl", [
-        {"prompt": "What is 2+2?", "reference": "4"},
-        {"id": "two-turn", "turns": ["Hello", "Tell me more"]},
-        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                      {"role": "assistant", "content": "Hello!"},
-                      {"role": "user", "content": [{"type": "text", "text": "Bye"}]}]},
-        "",
-    ])
+    path = _write_jsonl(
+        tmp_path / "mine.jsonl",
+        [
+            {"prompt": "What is 2+2?", "reference": "4"},
+            {"id": "two-turn", "turns": ["Hello", "Tell me more"]},
+            {
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "Hi"},
+                    {"role": "assistant", "content": "Hello!"},
+                    {"role": "user", "content": [{"type": "text", "text": "Bye"}]},
+                ]
+            },
+            "",
+        ],
+    )
     records = load_user_prompts(path, "mine")
     assert [r["id"] for r in records] == ["mine-0", "two-turn", "mine-2"]
     assert records[0]["turns"] == ["What is 2+2?"] and records[0]["reference"] == "4"
@@ -147,7 +155,10 @@ def test_user_hf_dataset(tmp_path: Path) -> None:
     ds.save_to_disk(str(tmp_path / "single"))
     records = load_user_prompts(tmp_path / "single", "hf", {"prompt": "question", "reference": "answer"})
     assert [(r["id"], r["turns"], r["reference"]) for r in records] == [
-        ("hf-0", ["Q1"], "A1"), ("hf-1", ["Q2"], "A2"), ("hf-2", ["Q3"], "A3")]
+        ("hf-0", ["Q1"], "A1"),
+        ("hf-1", ["Q2"], "A2"),
+        ("hf-2", ["Q3"], "A3"),
+    ]
     datasets.DatasetDict({"train": ds, "test": ds.select([0])}).save_to_disk(str(tmp_path / "dict"))
     with pytest.raises(PromptError, match="splits"):
         load_user_prompts(tmp_path / "dict", "hf", {"prompt": "question"})
@@ -158,16 +169,19 @@ def test_user_hf_dataset(tmp_path: Path) -> None:
         load_user_prompts(tmp_path, "hf")
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"prompt": "ok"', "not valid JSON"),
-    ('["a list"]', "expected a JSON object"),
-    ('{"text": "no prompt field"}', "none of 'turns', 'prompt', 'messages'"),
-    ('{"turns": []}', "non-empty list of non-empty strings"),
-    ('{"prompt": "   "}', "non-empty string"),
-    ('{"messages": [{"role": "assistant", "content": "hi"}]}', "no user message"),
-    ('{"messages": [{"role": "user"}]}', "string content"),
-    ('{"id": "first", "prompt": "again"}', "duplicate id 'first'"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"prompt": "ok"', "not valid JSON"),
+        ('["a list"]', "expected a JSON object"),
+        ('{"text": "no prompt field"}', "none of 'turns', 'prompt', 'messages'"),
+        ('{"turns": []}', "non-empty list of non-empty strings"),
+        ('{"prompt": "   "}', "non-empty string"),
+        ('{"messages": [{"role": "assistant", "content": "hi"}]}', "no user message"),
+        ('{"messages": [{"role": "user"}]}', "string content"),
+        ('{"id": "first", "prompt": "again"}', "duplicate id 'first'"),
+    ],
+)
 def test_malformed_user_input(tmp_path: Path, line: str, message: str) -> None:
     path = _write_jsonl(tmp_path / "bad.jsonl", ['{"id": "first", "prompt": "fine"}', line])
     with pytest.raises(PromptError, match=message) as e:
@@ -190,8 +204,12 @@ def _conv(cid: str, *user: str, sharegpt: bool = True, reply: str = "Sure.") -> 
     if sharegpt:
         turns = [t for u in user for t in ({"from": "human", "value": u}, {"from": "gpt", "value": reply})]
         return {"id": cid, "conversations": turns}
-    return {"id": cid, "messages": [t for u in user for t in ({"role": "user", "content": u},
-                                                               {"role": "assistant", "content": reply})]}
+    return {
+        "id": cid,
+        "messages": [
+            t for u in user for t in ({"role": "user", "content": u}, {"role": "assistant", "content": reply})
+        ],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -204,25 +222,32 @@ def _training_file(path: Path, sets: dict[str, list[dict[str, Any]]]) -> Path:
     gsm = sets["gsm8k"][7]["turns"][0]
     words = sets["summarization"][3]["turns"][0].split()
     paraphrase = " ".join(words[: int(len(words) * 0.7)]) + " and then something else entirely was written here."
-    return _write_jsonl(path, [
-        _conv("clean-1", "How do I sort a list in Python?", "And in reverse?"),
-        _conv("verbatim", "Hello!", f"Please solve this:\n{gsm.upper()}\nThanks a lot."),
-        _conv("paraphrase", paraphrase, sharegpt=False),
-        _conv("short-exact", "  hi   THERE! "),
-        _conv("short-inside", "Hi there! Can you help me plan a trip to the mountains next week?"),
-        _conv("assistant-only", "Tell me a story.", reply=gsm),
-        {"id": "empty", "conversations": []},
-        _conv("clean-2", "Write a poem about the sea.", sharegpt=False),
-    ])
+    return _write_jsonl(
+        path,
+        [
+            _conv("clean-1", "How do I sort a list in Python?", "And in reverse?"),
+            _conv("verbatim", "Hello!", f"Please solve this:\n{gsm.upper()}\nThanks a lot."),
+            _conv("paraphrase", paraphrase, sharegpt=False),
+            _conv("short-exact", "  hi   THERE! "),
+            _conv("short-inside", "Hi there! Can you help me plan a trip to the mountains next week?"),
+            _conv("assistant-only", "Tell me a story.", reply=gsm),
+            {"id": "empty", "conversations": []},
+            _conv("clean-2", "Write a poem about the sea.", sharegpt=False),
+        ],
+    )
 
 
-def test_contamination_found_and_filtered(tmp_path: Path, sets: dict[str, list[dict[str, Any]]],
-                                          eval_records: list[dict[str, Any]]) -> None:
+def test_contamination_found_and_filtered(
+    tmp_path: Path, sets: dict[str, list[dict[str, Any]]], eval_records: list[dict[str, Any]]
+) -> None:
     train = _training_file(tmp_path / "train.jsonl", sets)
     matches = find_contamination(train, eval_records)
     found = {(m["train_id"], m["prompt_id"], m["kind"]) for m in matches}
-    assert found == {("verbatim", "gsm8k-7", "verbatim"), ("paraphrase", "summarization-3", "overlap"),
-                     ("short-exact", "mine-0", "exact")}
+    assert found == {
+        ("verbatim", "gsm8k-7", "verbatim"),
+        ("paraphrase", "summarization-3", "overlap"),
+        ("short-exact", "mine-0", "exact"),
+    }
     para = next(m for m in matches if m["kind"] == "overlap")
     assert 0.5 <= para["overlap"] < 1 and len(para["matched_text"].split()) > 100
     assert para["train_line"] == 3 and para["train_turn"] == 0 and para["task"] == "summarization"
@@ -243,8 +268,11 @@ def test_contamination_found_and_filtered(tmp_path: Path, sets: dict[str, list[d
 
 
 def test_contamination_bad_training_file(tmp_path: Path, eval_records: list[dict[str, Any]]) -> None:
-    for line, message in [("{oops", "not valid JSON"), ('{"text": "x"}', "'conversations' or 'messages' list"),
-                          ('{"conversations": [{"from": "human"}]}', "string content")]:
+    for line, message in [
+        ("{oops", "not valid JSON"),
+        ('{"text": "x"}', "'conversations' or 'messages' list"),
+        ('{"conversations": [{"from": "human"}]}', "string content"),
+    ]:
         path = _write_jsonl(tmp_path / "t.jsonl", [_conv("a", "hello"), line])
         with pytest.raises(PromptError, match=message) as e:
             find_contamination(path, eval_records)
@@ -257,8 +285,14 @@ def test_contamination_bad_training_file(tmp_path: Path, eval_records: list[dict
 def test_contamination_scales(tmp_path: Path, eval_records: list[dict[str, Any]]) -> None:
     """~18k conversations x ~2.6k evaluation turns, well under a minute on one core."""
     vocab = [f"w{i}" for i in range(5000)]
-    rows = [_conv(f"c{n}", " ".join(vocab[(n * 7 + k * 13) % 5000] for k in range(150)),
-                  " ".join(vocab[(n * 11 + k) % 5000] for k in range(60))) for n in range(18000)]
+    rows = [
+        _conv(
+            f"c{n}",
+            " ".join(vocab[(n * 7 + k * 13) % 5000] for k in range(150)),
+            " ".join(vocab[(n * 11 + k) % 5000] for k in range(60)),
+        )
+        for n in range(18000)
+    ]
     rows[9000] = _conv("leak", "please answer: " + eval_records[2000]["turns"][0])
     train = _write_jsonl(tmp_path / "big.jsonl", rows)
     start = time.perf_counter()
@@ -270,33 +304,68 @@ def test_contamination_scales(tmp_path: Path, eval_records: list[dict[str, Any]]
 def test_commands(tmp_path: Path, sets: dict[str, list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     add_prompts_arguments(parser)
-    assert prompts_main(parser.parse_args(["--out", str(tmp_path / "p"), "--tasks", "gsm8k", "humaneval",
-                                           "--num-per-task", "3"])) == 0
+    assert (
+        prompts_main(
+            parser.parse_args(["--out", str(tmp_path / "p"), "--tasks", "gsm8k", "humaneval", "--num-per-task", "3"])
+        )
+        == 0
+    )
     assert "gsm8k: 3 prompts" in capsys.readouterr().out
     user = _write_jsonl(tmp_path / "u.jsonl", [{"question": "Q?", "answer": "A."}] * 2)
-    assert prompts_main(parser.parse_args(["--out", str(tmp_path / "p"), "--from-file", str(user),
-                                           "--task-name", "mine", "--column", "prompt=question"])) == 0
+    assert (
+        prompts_main(
+            parser.parse_args(
+                [
+                    "--out",
+                    str(tmp_path / "p"),
+                    "--from-file",
+                    str(user),
+                    "--task-name",
+                    "mine",
+                    "--column",
+                    "prompt=question",
+                ]
+            )
+        )
+        == 0
+    )
     assert [r["task"] for r in load_prompts(tmp_path / "p")] == ["gsm8k"] * 3 + ["humaneval"] * 3 + ["mine"] * 2
-    for bad in (["--from-file", str(user)], ["--task-name", "x"],
-                ["--from-file", str(user), "--task-name", "m", "--column", "prompt"]):
-        with pytest.raises(SystemExit) as e:
+    for bad in (
+        ["--from-file", str(user)],
+        ["--task-name", "x"],
+        ["--from-file", str(user), "--task-name", "m", "--column", "prompt"],
+    ):
+        with pytest.raises(PromptError):
             prompts_main(parser.parse_args(["--out", str(tmp_path / "q"), *bad]))
-        assert e.value.code == 2 and capsys.readouterr().err.startswith("error: ")
 
     decon = argparse.ArgumentParser()
     add_decontaminate_arguments(decon)
-    train = _write_jsonl(tmp_path / "t.jsonl", [_conv("ok", "hello there, how are you?"),
-                                                _conv("bad", sets["humaneval"][5]["turns"][0])])
+    train = _write_jsonl(
+        tmp_path / "t.jsonl", [_conv("ok", "hello there, how are you?"), _conv("bad", sets["humaneval"][5]["turns"][0])]
+    )
     prompt_dir = tmp_path / "he"
     build_prompt_sets(prompt_dir, ["humaneval"])
-    assert decontaminate_main(decon.parse_args(["--data", str(train), "--prompts", str(prompt_dir),
-                                                "--out", str(tmp_path / "c.jsonl")])) == 0
+    assert (
+        decontaminate_main(
+            decon.parse_args(["--data", str(train), "--prompts", str(prompt_dir), "--out", str(tmp_path / "c.jsonl")])
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "removed 1 (by task: humaneval 1), kept 1" in out and "humaneval-5 [verbatim" in out
-    with pytest.raises(SystemExit) as e:
-        decontaminate_main(decon.parse_args(["--data", str(tmp_path / "missing.jsonl"), "--prompts",
-                                             str(prompt_dir), "--out", str(tmp_path / "c.jsonl")]))
-    assert e.value.code == 2 and "training file not found" in capsys.readouterr().err
+    with pytest.raises(PromptError, match="training file not found"):
+        decontaminate_main(
+            decon.parse_args(
+                [
+                    "--data",
+                    str(tmp_path / "missing.jsonl"),
+                    "--prompts",
+                    str(prompt_dir),
+                    "--out",
+                    str(tmp_path / "c.jsonl"),
+                ]
+            )
+        )
 
 
 def test_shipped_drafts_training_data_holds_no_evaluation_prompt(prompt_dir: Path, tmp_path: Path) -> None:

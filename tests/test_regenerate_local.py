@@ -16,13 +16,18 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from sglang_edsd.assets import smollm2_path
 from sglang_edsd.cli import main as cli
 from sglang_edsd.data.regenerate_local import regenerate_local
-from tests.test_toolkit_e2e import build_tiny_target
+from tests.synthetic import build_tiny_target
 
 MAX_TOKENS = 12
 CONVS = [
-    {"id": "two-turns", "messages": [{"role": "user", "content": "Name a colour."},
-                                     {"role": "assistant", "content": "old answer"},
-                                     {"role": "user", "content": "And another one, please?"}]},
+    {
+        "id": "two-turns",
+        "messages": [
+            {"role": "user", "content": "Name a colour."},
+            {"role": "assistant", "content": "old answer"},
+            {"role": "user", "content": "And another one, please?"},
+        ],
+    },
     *({"id": f"q{i}", "messages": [{"role": "user", "content": "word " * (3 * i + 1)}]} for i in range(5)),
 ]
 
@@ -61,8 +66,9 @@ def _greedy(target: Path, messages: list[dict]) -> str:
 def test_batched_answers_equal_one_at_a_time_and_a_plain_greedy_loop(target, tmp_path):
     data = _data(tmp_path, CONVS)
     batched, single = tmp_path / "batched.jsonl", tmp_path / "single.jsonl"
-    stats = regenerate_local(data, batched, target, batch_size=4, max_tokens=MAX_TOKENS, progress=False,
-                             system_prompt="Sys.")
+    stats = regenerate_local(
+        data, batched, target, batch_size=4, max_tokens=MAX_TOKENS, progress=False, system_prompt="Sys."
+    )
     assert stats == {"done": len(CONVS), "skipped_existing": 0, "failed": []}
     regenerate_local(data, single, target, batch_size=1, max_tokens=MAX_TOKENS, progress=False, system_prompt="Sys.")
     assert _records(batched) == _records(single)
@@ -87,16 +93,28 @@ def test_resume_skips_finished_ids_and_drops_a_torn_line(target, tmp_path):
 def test_a_prompt_too_long_for_the_context_fails_alone_and_the_cli_exits_1(target, tmp_path, capsys):
     convs = CONVS[1:3] + [{"id": "huge", "messages": [{"role": "user", "content": "word " * 2100}]}]
     data, out = _data(tmp_path, convs), tmp_path / "out.jsonl"
-    with pytest.raises(SystemExit) as exit_info:
-        cli(["regenerate", "--data", str(data), "--out", str(out), "--local", str(target),
-             "--max-tokens", str(MAX_TOKENS), "--no-progress"])
-    assert exit_info.value.code == 1
+    assert (
+        cli(
+            [
+                "regenerate",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--local",
+                str(target),
+                "--max-tokens",
+                str(MAX_TOKENS),
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
     assert sorted(_records(out)) == ["q0", "q1"]
     err = capsys.readouterr().err
     assert "failed: huge:" in err and "exceeds the model's context of 2048" in err
 
 
 def test_regenerate_needs_a_server_model_name_or_a_local_path(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        cli(["regenerate", "--data", str(_data(tmp_path, CONVS)), "--out", str(tmp_path / "o.jsonl")])
+    assert cli(["regenerate", "--data", str(_data(tmp_path, CONVS)), "--out", str(tmp_path / "o.jsonl")]) == 2
     assert "--model" in capsys.readouterr().err

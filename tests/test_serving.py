@@ -1,7 +1,7 @@
 """SmolLM2-135M-Instruct served by real SGLang on CPU: EDSD is lossless through the APIs users call.
 
 Every comparison is token for token against the same server flags without speculation, in
-float32 (conventions.md), with a random EDSD draft (right almost never, so nearly every
+float32 (docs/conventions.md), with a random EDSD draft (right almost never, so nearly every
 verify rejects: the hardest case for rollback) and SGLang's own EAGLE3 as the baseline path.
 """
 
@@ -16,6 +16,8 @@ import pytest
 from sglang_edsd.draft_io import init_draft
 from sglang_edsd.launcher import cpu_args, edsd_args, spec_args
 from tests.servers import generate, start_all
+
+pytestmark = pytest.mark.server
 
 MAX_TOKENS = 24
 CHUNK = 128
@@ -34,11 +36,13 @@ LONG_PROMPT = "Summarise this text in one sentence:\n" + " ".join(
 def servers(smollm2: Path, smollm2_draft: Path, tmp_path_factory: pytest.TempPathFactory):
     eagle3 = init_draft(smollm2, tmp_path_factory.mktemp("eagle3"), draft_vocab_size=8192, input_module="fc")
     base = cpu_args("float32", max_total_tokens=8192) + ["--chunked-prefill-size", str(CHUNK)]
-    started = start_all({
-        "smollm2-plain": (smollm2, base),
-        "smollm2-edsd": (smollm2, base + edsd_args(smollm2_draft)),
-        "smollm2-eagle3": (smollm2, base + spec_args("EAGLE3", eagle3)),
-    })
+    started = start_all(
+        {
+            "smollm2-plain": (smollm2, base),
+            "smollm2-edsd": (smollm2, base + edsd_args(smollm2_draft)),
+            "smollm2-eagle3": (smollm2, base + spec_args("EAGLE3", eagle3)),
+        }
+    )
     yield started
     for s in started.values():
         s.stop()
@@ -94,8 +98,12 @@ def test_generate_reports_spec_stats(servers) -> None:
 def test_eagle3_baseline_serves_lossless(servers, reference) -> None:
     """The same server flags run SGLang's own EAGLE3 with an EAGLE-3 draft (the baseline)."""
     resp = _client(servers["smollm2-eagle3"]).chat.completions.create(
-        model="default", messages=[{"role": "user", "content": PROMPTS[2]}], temperature=0,
-        max_tokens=MAX_TOKENS, extra_body={"return_spec_tokens_details": True})
+        model="default",
+        messages=[{"role": "user", "content": PROMPTS[2]}],
+        temperature=0,
+        max_tokens=MAX_TOKENS,
+        extra_body={"return_spec_tokens_details": True},
+    )
     assert resp.choices[0].message.content == reference[PROMPTS[2]]
     spec = resp.model_extra["sglext"]["spec_tokens_details"]
     assert spec["spec_verify_ct"] >= 1 and 1.0 <= spec["spec_accept_length"] <= 5.0

@@ -20,10 +20,13 @@ EDSELECT = ROOT / "benchmarks/results/edselect-smollm2-sharegpt128/edselect.json
 MAX_BYTES = 30 * 2**20
 
 
-@pytest.mark.parametrize("name, architecture, input_module", [
-    (SMOLLM2_EDSD, "LlamaForCausalLMEDSD", "edfuse"),
-    (SMOLLM2_EAGLE3, "LlamaForCausalLMEagle3", "fc"),
-])
+@pytest.mark.parametrize(
+    "name, architecture, input_module",
+    [
+        (SMOLLM2_EDSD, "LlamaForCausalLMEDSD", "edfuse"),
+        (SMOLLM2_EAGLE3, "LlamaForCausalLMEagle3", "fc"),
+    ],
+)
 def test_shipped_draft_is_valid_bf16_and_small(smollm2: Path, name: str, architecture: str, input_module: str):
     folder = shipped_draft(name)
     config = validate_draft_folder(folder, smollm2)

@@ -31,14 +31,16 @@ def algos():
 def _public_methods() -> list[str]:
     from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
-    return sorted(name for name, v in vars(SpeculativeAlgorithm).items()
-                  if inspect.isfunction(v) and not name.startswith("_"))
+    return sorted(
+        name for name, v in vars(SpeculativeAlgorithm).items() if inspect.isfunction(v) and not name.startswith("_")
+    )
 
 
 def _recorder(calls: list):
     def record(*args, **kwargs):
         calls.append((args, kwargs))
         return ("recorded", len(calls))
+
     return record
 
 
@@ -52,8 +54,9 @@ def _answers(algo, name: str, monkeypatch) -> object:
         return [method(n, draft) for n in (1, 5) for draft in (True, False)]
     if name == "resolve_max_speculative_num_draft_tokens":
         static = SimpleNamespace(speculative_num_draft_tokens=5, speculative_adaptive=False)
-        adaptive = SimpleNamespace(speculative_num_draft_tokens=5, speculative_adaptive=True,
-                                   speculative_adaptive_config=None)
+        adaptive = SimpleNamespace(
+            speculative_num_draft_tokens=5, speculative_adaptive=True, speculative_adaptive_config=None
+        )
         return [method(static), method(adaptive)]
     if name == "build_disagg_draft_input":
         import sglang.srt.speculative.eagle_disaggregation as eagle_disagg
@@ -69,8 +72,10 @@ def _answers(algo, name: str, monkeypatch) -> object:
         method("device", "req_to_token_pool", True, False)
         (device, spec, *rest), _ = calls[0]
         return device, spec is algo, rest
-    raise AssertionError(f"SpeculativeAlgorithm.{name}{inspect.signature(method)} has no parity case: add one "
-                         "to tests/test_spec_parity.py or a reason to spec_algo.DIFFERS_FROM_EAGLE3")
+    raise AssertionError(
+        f"SpeculativeAlgorithm.{name}{inspect.signature(method)} has no parity case: add one "
+        "to tests/test_spec_parity.py or a reason to spec_algo.DIFFERS_FROM_EAGLE3"
+    )
 
 
 def test_every_public_method_answers_like_eagle3(algos, monkeypatch) -> None:
@@ -103,20 +108,46 @@ def eagle3_draft(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return init_draft(smollm2, tmp_path_factory.mktemp("eagle3-draft"), draft_vocab_size=8192, input_module="fc")
 
 
-FIELDS = ("speculative_num_steps", "speculative_eagle_topk", "speculative_num_draft_tokens", "max_running_requests",
-          "disable_overlap_schedule", "enable_mixed_chunk", "speculative_draft_attention_backend")
+FIELDS = (
+    "speculative_num_steps",
+    "speculative_eagle_topk",
+    "speculative_num_draft_tokens",
+    "max_running_requests",
+    "disable_overlap_schedule",
+    "enable_mixed_chunk",
+    "speculative_draft_attention_backend",
+)
 
 
-@pytest.mark.parametrize("extra", [
-    ["--speculative-num-steps", "4", "--speculative-eagle-topk", "1"],
-    ["--speculative-num-steps", "3", "--speculative-eagle-topk", "4", "--speculative-num-draft-tokens", "8",
-     "--enable-mixed-chunk"],
-], ids=["chain", "tree-mixed-chunk"])
-def test_server_args_resolve_like_eagle3(smollm2: Path, smollm2_draft: Path, eagle3_draft: Path,
-                                         extra: list[str]) -> None:
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--speculative-num-steps", "4", "--speculative-eagle-topk", "1"],
+        [
+            "--speculative-num-steps",
+            "3",
+            "--speculative-eagle-topk",
+            "4",
+            "--speculative-num-draft-tokens",
+            "8",
+            "--enable-mixed-chunk",
+        ],
+    ],
+    ids=["chain", "tree-mixed-chunk"],
+)
+def test_server_args_resolve_like_eagle3(
+    smollm2: Path, smollm2_draft: Path, eagle3_draft: Path, extra: list[str]
+) -> None:
     """Given a drafting shape, EDSD's handling ends where SGLang's EAGLE3 handling does."""
-    base = ["--model-path", str(smollm2), "--device", "cpu", *extra,
-            "--speculative-draft-attention-backend", "intel_amx"]
+    base = [
+        "--model-path",
+        str(smollm2),
+        "--device",
+        "cpu",
+        *extra,
+        "--speculative-draft-attention-backend",
+        "intel_amx",
+    ]
     eagle3 = _resolve(base + ["--speculative-algorithm", "EAGLE3", "--speculative-draft-model-path", str(eagle3_draft)])
     edsd = _resolve(base + ["--speculative-algorithm", "EDSD", "--speculative-draft-model-path", str(smollm2_draft)])
     assert {f: getattr(edsd, f) for f in FIELDS} == {f: getattr(eagle3, f) for f in FIELDS}
@@ -124,17 +155,41 @@ def test_server_args_resolve_like_eagle3(smollm2: Path, smollm2_draft: Path, eag
 
 def test_eagle_family_guards_apply_to_edsd(smollm2: Path, smollm2_draft: Path) -> None:
     """SGLang's topk > 1 guard (paged KV needs a tree-capable attention backend) stops EDSD too."""
-    args = ["--model-path", str(smollm2), "--device", "cpu", "--speculative-algorithm", "EDSD",
-            "--speculative-draft-model-path", str(smollm2_draft), "--speculative-num-steps", "3",
-            "--speculative-eagle-topk", "4", "--speculative-num-draft-tokens", "8",
-            "--page-size", "16", "--attention-backend", "torch_native"]
+    args = [
+        "--model-path",
+        str(smollm2),
+        "--device",
+        "cpu",
+        "--speculative-algorithm",
+        "EDSD",
+        "--speculative-draft-model-path",
+        str(smollm2_draft),
+        "--speculative-num-steps",
+        "3",
+        "--speculative-eagle-topk",
+        "4",
+        "--speculative-num-draft-tokens",
+        "8",
+        "--page-size",
+        "16",
+        "--attention-backend",
+        "torch_native",
+    ]
     with pytest.raises(ValueError, match="speculative_eagle_topk > 1 with page_size > 1"):
         _resolve(args)
 
 
 def test_multi_layer_eagle_refused(smollm2: Path, smollm2_draft: Path) -> None:
-    args = ["--model-path", str(smollm2), "--device", "cpu", "--speculative-algorithm", "EDSD",
-            "--speculative-draft-model-path", str(smollm2_draft), "--enable-multi-layer-eagle"]
+    args = [
+        "--model-path",
+        str(smollm2),
+        "--device",
+        "cpu",
+        "--speculative-algorithm",
+        "EDSD",
+        "--speculative-draft-model-path",
+        str(smollm2_draft),
+        "--enable-multi-layer-eagle",
+    ]
     with pytest.raises(ValueError, match="--enable-multi-layer-eagle is not supported"):
         _resolve(args)
-

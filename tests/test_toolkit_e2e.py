@@ -10,14 +10,12 @@ model, gives the same logits (the train/serve parity check).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import openai
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from sglang_edsd.cli import main as cli
 from sglang_edsd.draft_config import EDSDDraftConfig, validate_draft_folder
@@ -26,35 +24,33 @@ from sglang_edsd.edtrain.target_head import TargetHead
 from sglang_edsd.launcher import cpu_args, edsd_args, launch
 from sglang_edsd.serving.draft_recorder import ENV_DIR
 from tests.servers import LOG_DIR, start_all
-from tests.synthetic import TOKENIZER_FILES
+from tests.synthetic import build_tiny_target
+
+pytestmark = pytest.mark.server
 
 QUESTIONS = [
-    "Name a colour.", "Count to five.", "What is two plus two?", "Say hello in French.", "Give me a fruit.",
-    "Describe the sky.", "Pick a number.", "Name an animal.", "What day comes after Monday?", "Spell cat.",
-    "Tell me a word that rhymes with sun.", "Name a planet.",
+    "Name a colour.",
+    "Count to five.",
+    "What is two plus two?",
+    "Say hello in French.",
+    "Give me a fruit.",
+    "Describe the sky.",
+    "Pick a number.",
+    "Name an animal.",
+    "What day comes after Monday?",
+    "Spell cat.",
+    "Tell me a word that rhymes with sun.",
+    "Name a planet.",
 ]
 EVAL_PROMPTS = ["Write a short poem about rain.", "List three tools.", "What is a river?"]
 MAX_TOKENS = 32
 
 
-def build_tiny_target(out: Path, tokenizer_src: Path) -> Path:
-    """A random Llama (4 layers, d=64) with SmolLM2's tokenizer and chat template."""
-    torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=49152, max_position_embeddings=2048,
-                      tie_word_embeddings=True, initializer_range=0.08, bos_token_id=1, eos_token_id=2,
-                      torch_dtype="float32")
-    LlamaForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
-    for name in (*TOKENIZER_FILES, "chat_template.jinja"):
-        if (tokenizer_src / name).exists():
-            shutil.copy(tokenizer_src / name, out / name)
-    return out
-
-
 def _chat(base_url: str, prompt: str) -> str:
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused")
-    r = client.chat.completions.create(model="default", messages=[{"role": "user", "content": prompt}],
-                                       temperature=0, max_tokens=MAX_TOKENS)
+    r = client.chat.completions.create(
+        model="default", messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=MAX_TOKENS
+    )
     return r.choices[0].message.content
 
 
@@ -66,24 +62,121 @@ def pipeline(smollm2: Path, tmp_path_factory: pytest.TempPathFactory):
     plain = start_all({"tiny-plain": (target, base)})["tiny-plain"]
     try:
         chats = work / "chats.jsonl"
-        chats.write_text("".join(json.dumps({"id": f"q{i}", "conversations": [{"from": "human", "value": q},
-                                                                                {"from": "gpt", "value": "old"}]}) + "\n"
-                                 for i, q in enumerate(QUESTIONS)))
-        assert cli(["regenerate", "--data", str(chats), "--out", str(work / "regen.jsonl"), "--base-url",
-                    f"{plain.base_url}/v1", "--model", "default", "--concurrency", "4", "--max-tokens", "48"]) == 0
-        assert cli(["prepare", "--target", str(target), "--data", str(work / "regen.jsonl"),
-                    "--out", str(work / "tokens.jsonl"), "--no-progress"]) == 0
-        assert cli(["select", "--target", str(target), "--data", str(work / "regen.jsonl"), "--num-samples", "12",
-                    "--num-views", "4", "--out", str(work / "edselect"), "--no-progress"]) == 0
-        assert cli(["capture", "--target", str(target), "--data", str(work / "tokens.jsonl"), "--out",
-                    str(work / "capture"), "--layers-from", str(work / "edselect" / "edselect.json"),
-                    "--dtype", "float32", "--no-progress"]) == 0
+        chats.write_text(
+            "".join(
+                json.dumps(
+                    {"id": f"q{i}", "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": "old"}]}
+                )
+                + "\n"
+                for i, q in enumerate(QUESTIONS)
+            )
+        )
+        assert (
+            cli(
+                [
+                    "regenerate",
+                    "--data",
+                    str(chats),
+                    "--out",
+                    str(work / "regen.jsonl"),
+                    "--base-url",
+                    f"{plain.base_url}/v1",
+                    "--model",
+                    "default",
+                    "--concurrency",
+                    "4",
+                    "--max-tokens",
+                    "48",
+                ]
+            )
+            == 0
+        )
+        assert (
+            cli(
+                [
+                    "prepare",
+                    "--target",
+                    str(target),
+                    "--data",
+                    str(work / "regen.jsonl"),
+                    "--out",
+                    str(work / "tokens.jsonl"),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
+        assert (
+            cli(
+                [
+                    "select",
+                    "--target",
+                    str(target),
+                    "--data",
+                    str(work / "regen.jsonl"),
+                    "--num-samples",
+                    "12",
+                    "--num-views",
+                    "4",
+                    "--out",
+                    str(work / "edselect"),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
+        assert (
+            cli(
+                [
+                    "capture",
+                    "--target",
+                    str(target),
+                    "--data",
+                    str(work / "tokens.jsonl"),
+                    "--out",
+                    str(work / "capture"),
+                    "--layers-from",
+                    str(work / "edselect" / "edselect.json"),
+                    "--dtype",
+                    "float32",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         config = work / "train.json"
         config.write_text(json.dumps({"epochs": 2, "s_max": 3, "lr": 3e-3, "draft_vocab_size": 512}))
-        assert cli(["train", "--config", str(config), "--capture", str(work / "capture"), "--out", str(work / "run"),
-                    "--no-progress"]) == 0
-        assert cli(["export", "--run", str(work / "run"), "--out", str(work / "draft-f32"), "--dtype", "float32",
-                    "--target", str(target)]) == 0
+        assert (
+            cli(
+                [
+                    "train",
+                    "--config",
+                    str(config),
+                    "--capture",
+                    str(work / "capture"),
+                    "--out",
+                    str(work / "run"),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
+        assert (
+            cli(
+                [
+                    "export",
+                    "--run",
+                    str(work / "run"),
+                    "--out",
+                    str(work / "draft-f32"),
+                    "--dtype",
+                    "float32",
+                    "--target",
+                    str(target),
+                ]
+            )
+            == 0
+        )
         plain_answers = {p: _chat(plain.base_url, p) for p in EVAL_PROMPTS}
         regen_check = _chat(plain.base_url, QUESTIONS[0])
     finally:
@@ -95,8 +188,15 @@ def pipeline(smollm2: Path, tmp_path_factory: pytest.TempPathFactory):
         edsd_answers = {p: _chat(server.base_url, p) for p in EVAL_PROMPTS}
     finally:
         server.stop()
-    yield {"work": work, "target": target, "draft": draft, "plain": plain_answers, "edsd": edsd_answers,
-           "regen_check": regen_check, "records": records}
+    yield {
+        "work": work,
+        "target": target,
+        "draft": draft,
+        "plain": plain_answers,
+        "edsd": edsd_answers,
+        "regen_check": regen_check,
+        "records": records,
+    }
 
 
 def test_regenerated_answers_come_from_the_target(pipeline) -> None:

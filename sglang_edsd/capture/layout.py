@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sglang_edsd.errors import EDSDError
+
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 STORAGE_DTYPES = {"bfloat16": 2, "float32": 4}  # hidden-state storage dtype -> bytes per element
@@ -23,7 +25,7 @@ EAGLE3_NUM_LAYERS = 3
 RESUME_FIELDS = ("target", "target_path", "layer_ids", "storage_dtype", "max_length", "tokens_sha256")
 
 
-class CaptureError(ValueError):
+class CaptureError(EDSDError):
     """Bad capture input or a capture folder that cannot be used; the message names the file/field."""
 
 
@@ -49,8 +51,15 @@ def check_layer_ids(layer_ids: Sequence[int], num_hidden_layers: int) -> list[in
     return sorted(ids)
 
 
-def new_manifest(target: dict[str, Any], target_path: Path, layer_ids: list[int], storage_dtype: str,
-                 max_length: int, tokens_file: Path, tokens_sha256: str) -> dict[str, Any]:
+def new_manifest(
+    target: dict[str, Any],
+    target_path: Path,
+    layer_ids: list[int],
+    storage_dtype: str,
+    max_length: int,
+    tokens_file: Path,
+    tokens_sha256: str,
+) -> dict[str, Any]:
     """An empty, incomplete manifest describing what this run will capture."""
     return {
         "format_version": FORMAT_VERSION,
@@ -95,8 +104,11 @@ def check_resumable(existing: dict[str, Any], wanted: dict[str, Any], out_dir: P
     """Refuse to append to a capture made with other settings (never mix data silently)."""
     for key in RESUME_FIELDS:
         if existing.get(key) != wanted[key]:
-            what = (f"tokens file content (sha256; captured from {existing.get('tokens_file')})"
-                    if key == "tokens_sha256" else key)
+            what = (
+                f"tokens file content (sha256; captured from {existing.get('tokens_file')})"
+                if key == "tokens_sha256"
+                else key
+            )
             raise CaptureError(
                 f"{out_dir / MANIFEST_NAME} was captured with a different {what}: "
                 f"{existing.get(key)!r} there, {wanted[key]!r} now. Use another output folder, "
@@ -111,8 +123,9 @@ def bytes_per_token(hidden_size: int, num_layers: int, storage_dtype: str) -> in
     return (num_layers + 1) * hidden_size * STORAGE_DTYPES[storage_dtype] + SCALAR_BYTES
 
 
-def format_report(hidden_size: int, layer_ids: Sequence[int], storage_dtype: str,
-                  disk_bytes_per_token: float | None = None) -> str:
+def format_report(
+    hidden_size: int, layer_ids: Sequence[int], storage_dtype: str, disk_bytes_per_token: float | None = None
+) -> str:
     """This layout vs the 3-layer EAGLE-3 layout (EDSD paper App. A.3: ~25% less storage with 2 layers)."""
     k = len(layer_ids)
     mine = bytes_per_token(hidden_size, k, storage_dtype)
@@ -124,8 +137,12 @@ def format_report(hidden_size: int, layer_ids: Sequence[int], storage_dtype: str
         f"{'EAGLE-3: 3 layers':<40} {eagle3:>12} {0:>+11.1%}",
     ]
     if disk_bytes_per_token is not None:
-        rows.append(f"{'measured on disk (this capture)':<40} {disk_bytes_per_token:>12.1f} "
-                    f"{(disk_bytes_per_token - eagle3) / eagle3:>+11.1%}")
-    rows.append(f"(per token: {parts}; {STORAGE_DTYPES[storage_dtype]} bytes per hidden element, "
-                f"{SCALAR_BYTES} bytes of scalars)")
+        rows.append(
+            f"{'measured on disk (this capture)':<40} {disk_bytes_per_token:>12.1f} "
+            f"{(disk_bytes_per_token - eagle3) / eagle3:>+11.1%}"
+        )
+    rows.append(
+        f"(per token: {parts}; {STORAGE_DTYPES[storage_dtype]} bytes per hidden element, "
+        f"{SCALAR_BYTES} bytes of scalars)"
+    )
     return "\n".join(rows)

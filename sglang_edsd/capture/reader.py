@@ -55,8 +55,10 @@ class CaptureReader:
         """Fail, naming who needs them, when any of `ids` is not in this capture."""
         missing = sorted({int(i) for i in ids} - set(self.layer_ids))
         if missing:
-            raise CaptureError(f"layer ids {missing} were not captured in {self.out_dir} (captured: "
-                               f"{self.layer_ids}), needed by {reader}: capture them with `sglang-edsd capture`")
+            raise CaptureError(
+                f"layer ids {missing} were not captured in {self.out_dir} (captured: "
+                f"{self.layer_ids}), needed by {reader}: capture them with `sglang-edsd capture`"
+            )
 
     def __len__(self) -> int:
         return len(self.lengths)

@@ -41,8 +41,9 @@ ENTROPY_CHUNK = 256  # rows of (chunk, vocab) float32 logits: 50 MB for a 49k vo
 _MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-def _read_tokens(path: Path, vocab_size: int, max_length: int,
-                 hasher: Any = None) -> Iterator[tuple[str, list[int], list[int]]]:
+def _read_tokens(
+    path: Path, vocab_size: int, max_length: int, hasher: Any = None
+) -> Iterator[tuple[str, list[int], list[int]]]:
     """Validated, truncated (id, input_ids, loss_mask) per line; errors name file:line."""
     seen: dict[str, int] = {}
     try:
@@ -116,8 +117,7 @@ def _hooks(model: torch.nn.Module, layer_ids: Sequence[int], storage: torch.dtyp
         t = t[0] if isinstance(t, tuple) else t
         got[name] = t[0].to(storage, copy=True)
 
-    handles = [base.layers[i].register_forward_hook(lambda m, a, out, i=i: keep(f"hidden.{i}", out))
-               for i in layer_ids]
+    handles = [base.layers[i].register_forward_hook(lambda m, a, out, i=i: keep(f"hidden.{i}", out)) for i in layer_ids]
     handles.append(base.norm.register_forward_pre_hook(lambda m, args: keep("final_hidden", args)))
     try:
         yield got
@@ -126,17 +126,19 @@ def _hooks(model: torch.nn.Module, layer_ids: Sequence[int], storage: torch.dtyp
             h.remove()
 
 
-def run_target(model: torch.nn.Module, input_ids: list[int], layer_ids: Sequence[int],
-               storage: torch.dtype) -> dict[str, torch.Tensor]:
+def run_target(
+    model: torch.nn.Module, input_ids: list[int], layer_ids: Sequence[int], storage: torch.dtype
+) -> dict[str, torch.Tensor]:
     """One sample's features on the CPU: hidden.<id>, final_hidden, entropy, target_top1."""
     device = next(model.parameters()).device
     lm_head = model.get_output_embeddings()
     with torch.inference_mode(), _hooks(model, layer_ids, storage) as got:
-        normed = model.get_decoder()(input_ids=torch.tensor([input_ids], device=device),
-                                     use_cache=False).last_hidden_state[0]
+        normed = model.get_decoder()(
+            input_ids=torch.tensor([input_ids], device=device), use_cache=False
+        ).last_hidden_state[0]
         entropy, top1 = [], []
         for s in range(0, normed.shape[0], ENTROPY_CHUNK):
-            logits = lm_head(normed[s:s + ENTROPY_CHUNK]).float()
+            logits = lm_head(normed[s : s + ENTROPY_CHUNK]).float()
             logp = torch.log_softmax(logits, dim=-1)
             entropy.append(-(logp.exp() * logp).sum(-1))
             top1.append(logits.argmax(-1))
@@ -159,13 +161,29 @@ def _write_shard(out_dir: Path, index: int, samples: list[tuple[str, list[int], 
     tmp = out_dir / (name + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, out_dir / name)
-    return {"file": name, "num_samples": len(samples), "num_tokens": sum(lengths),
-            "sample_ids": [sid for sid, _, _, _ in samples], "sample_lengths": lengths}
+    return {
+        "file": name,
+        "num_samples": len(samples),
+        "num_tokens": sum(lengths),
+        "sample_ids": [sid for sid, _, _, _ in samples],
+        "sample_lengths": lengths,
+    }
 
 
-def capture(target_path: str | Path, tokens_path: str | Path, out_dir: str | Path, layer_ids: Sequence[int], *,
-            max_length: int = 2048, shard_tokens: int = 65536, dtype: str = "bfloat16", device: str | None = None,
-            model_dtype: str = "auto", limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+def capture(
+    target_path: str | Path,
+    tokens_path: str | Path,
+    out_dir: str | Path,
+    layer_ids: Sequence[int],
+    *,
+    max_length: int = 2048,
+    shard_tokens: int = 65536,
+    dtype: str = "bfloat16",
+    device: str | None = None,
+    model_dtype: str = "auto",
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Capture (or resume capturing) the target's features for the first `limit` samples of tokens_path."""
     from sglang_edsd.draft_config import DraftConfigError, TargetInfo
 
@@ -191,22 +209,46 @@ def capture(target_path: str | Path, tokens_path: str | Path, out_dir: str | Pat
         manifest = wanted
     done = manifest["num_samples"]
     if done > len(samples):
-        raise CaptureError(f"{out} already holds {done} samples, more than the {len(samples)} asked for "
-                           f"(limit={limit}); use a larger limit or another output folder")
+        raise CaptureError(
+            f"{out} already holds {done} samples, more than the {len(samples)} asked for "
+            f"(limit={limit}); use a larger limit or another output folder"
+        )
     new_tokens = sum(n for _, n in samples[done:])
     if new_tokens:
         manifest["complete"] = False
         write_manifest(out, manifest)
-        _capture_rest(target_path, tokens_path, out, manifest, info.vocab_size, len(samples), new_tokens,
-                      shard_tokens=shard_tokens, device=device, model_dtype=model_dtype, progress=progress)
+        _capture_rest(
+            target_path,
+            tokens_path,
+            out,
+            manifest,
+            info.vocab_size,
+            len(samples),
+            new_tokens,
+            shard_tokens=shard_tokens,
+            device=device,
+            model_dtype=model_dtype,
+            progress=progress,
+        )
     manifest["complete"] = True
     write_manifest(out, manifest)
     return _stats(out, manifest, new_tokens)
 
 
-def _capture_rest(target_path: Path, tokens_path: Path, out: Path, manifest: dict[str, Any], vocab_size: int,
-                  num_samples: int, new_tokens: int, *, shard_tokens: int, device: str | None, model_dtype: str,
-                  progress: bool) -> None:
+def _capture_rest(
+    target_path: Path,
+    tokens_path: Path,
+    out: Path,
+    manifest: dict[str, Any],
+    vocab_size: int,
+    num_samples: int,
+    new_tokens: int,
+    *,
+    shard_tokens: int,
+    device: str | None,
+    model_dtype: str,
+    progress: bool,
+) -> None:
     """Process samples manifest["num_samples"]..num_samples-1 in file order, one shard at a time."""
     model = load_target_model(target_path, device, model_dtype)
     storage = getattr(torch, manifest["storage_dtype"])
@@ -240,8 +282,15 @@ def _stats(out: Path, manifest: dict[str, Any], new_tokens: int) -> dict[str, An
     tokens, seconds = manifest["num_tokens"], manifest["seconds"]
     disk = sum((out / s["file"]).stat().st_size for s in manifest["shards"])
     return {
-        "out_dir": str(out), "samples": manifest["num_samples"], "tokens": tokens, "new_tokens": new_tokens,
-        "shards": len(manifest["shards"]), "seconds": seconds, "tokens_per_s": tokens / seconds if seconds else 0.0,
-        "bytes_per_token": bytes_per_token(d, k, dtype), "eagle3_bytes_per_token": bytes_per_token(d, 3, dtype),
-        "disk_bytes_per_token": disk / tokens, "report": format_report(d, manifest["layer_ids"], dtype, disk / tokens),
+        "out_dir": str(out),
+        "samples": manifest["num_samples"],
+        "tokens": tokens,
+        "new_tokens": new_tokens,
+        "shards": len(manifest["shards"]),
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds if seconds else 0.0,
+        "bytes_per_token": bytes_per_token(d, k, dtype),
+        "eagle3_bytes_per_token": bytes_per_token(d, 3, dtype),
+        "disk_bytes_per_token": disk / tokens,
+        "report": format_report(d, manifest["layer_ids"], dtype, disk / tokens),
     }

@@ -70,7 +70,10 @@ def maybe_enable() -> bool:
     gemm_route = gemm.register_hooks()
     # In spawned children `child_path/sgl_kernel` may already have installed the ops, so
     # report what is reachable rather than what this call registered.
-    logger.info("sglang-edsd CPU support on: %d torch-native sgl_kernel CPU ops, few-row GEMM route %s",
-                len(OP_NAMES), "on" if gemm_route else "off")
+    logger.info(
+        "sglang-edsd CPU support on: %d torch-native sgl_kernel CPU ops, few-row GEMM route %s",
+        len(OP_NAMES),
+        "on" if gemm_route else "off",
+    )
     _enabled = True
     return True

@@ -13,10 +13,10 @@ Off with SGLANG_EDSD_CPU_GEMM=0.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 MAX_ROWS = 64  # measured faster up to here for every SmolLM2 shape; prefill-sized inputs stay on F.linear
 LINEAR_TARGET = "sglang.srt.layers.quantization.unquant.UnquantizedLinearMethod.apply"
@@ -38,8 +38,12 @@ def takes_route(x: torch.Tensor, weight: torch.Tensor) -> bool:
         return False
     rows = x.numel() // x.shape[-1]
     return (
-        2 <= rows <= MAX_ROWS and x.dtype == torch.float32 and weight.dtype == torch.float32
-        and x.device.type == "cpu" and weight.dim() == 2 and type(weight.data) is torch.Tensor
+        2 <= rows <= MAX_ROWS
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.device.type == "cpu"
+        and weight.dim() == 2
+        and type(weight.data) is torch.Tensor
     )
 
 
@@ -52,24 +56,38 @@ def few_row_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return out.view(*x.shape[:-1], weight.shape[0])
 
 
-def _linear_apply(original: Callable[..., torch.Tensor], self: Any, layer: torch.nn.Module, x: torch.Tensor,
-                  bias: torch.Tensor | None = None) -> torch.Tensor:
+def _linear_apply(
+    original: Callable[..., torch.Tensor],
+    self: Any,
+    layer: torch.nn.Module,
+    x: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
     if not takes_route(x, layer.weight) or getattr(layer, "use_intel_amx_backend", False):
         return original(self, layer, x, bias)
     return few_row_linear(x, layer.weight, bias)
 
 
-def _compute_lm_head(original: Callable[..., torch.Tensor], self: Any, hidden_states: torch.Tensor,
-                     lm_head: torch.nn.Module, embedding_bias: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+def _compute_lm_head(
+    original: Callable[..., torch.Tensor],
+    self: Any,
+    hidden_states: torch.Tensor,
+    lm_head: torch.nn.Module,
+    embedding_bias: torch.Tensor | None = None,
+    **kwargs: Any,
+) -> torch.Tensor:
     """Route only the branch SGLang ends in for a plain unquantized lm_head (`hidden @ W.T`)."""
     from sglang.srt.layers.logits_processor import should_apply_lm_head_quant_method
     from sglang.srt.utils.common import use_intel_amx_backend
 
     weight = getattr(lm_head, "weight", None)
     plain = (
-        weight is not None and not hasattr(lm_head, "set_lora")
+        weight is not None
+        and not hasattr(lm_head, "set_lora")
         and not should_apply_lm_head_quant_method(lm_head, getattr(lm_head, "quant_method", None))
-        and not self.use_fp32_lm_head and not use_intel_amx_backend(lm_head) and self.rl_on_policy_target is None
+        and not self.use_fp32_lm_head
+        and not use_intel_amx_backend(lm_head)
+        and self.rl_on_policy_target is None
     )
     if not plain or not takes_route(hidden_states, weight):
         return original(self, hidden_states, lm_head, embedding_bias, **kwargs)

@@ -100,9 +100,7 @@ def install_cpu_ops() -> list[str]:
     installed = []
     for name, mutated in _MUTATED_ARGS.items():
         if not hasattr(torch.ops.sgl_kernel, name):
-            op = torch.library.custom_op(
-                f"sgl_kernel::{name}", getattr(ops, name), mutates_args=mutated
-            )
+            op = torch.library.custom_op(f"sgl_kernel::{name}", getattr(ops, name), mutates_args=mutated)
             op.register_fake(_fake(name))
             installed.append(name)
         if not hasattr(module, name):

@@ -10,7 +10,6 @@ Index tensors may be int32 or int64. Attention accumulates in fp32 whatever the 
 """
 
 import ctypes
-from typing import Optional
 
 import torch
 
@@ -49,10 +48,10 @@ def _attend(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    allowed: Optional[torch.Tensor],
+    allowed: torch.Tensor | None,
     sm_scale: float,
     logit_cap: float,
-    sinks: Optional[torch.Tensor],
+    sinks: torch.Tensor | None,
 ) -> torch.Tensor:
     """Softmax attention of q [Lq, Hq, D] over k [Lk, Hkv, D], v [Lk, Hkv, Dv], in fp32.
 
@@ -88,9 +87,7 @@ def _attend(
     return out
 
 
-def _kv_slots(
-    req_to_token: torch.Tensor, req: int, seq_len: int, encoder_len: int, is_cross: bool
-) -> torch.Tensor:
+def _kv_slots(req_to_token: torch.Tensor, req: int, seq_len: int, encoder_len: int, is_cross: bool) -> torch.Tensor:
     """Cache slots a request attends to: its encoder part for cross-attention, else its own
     seq_len tokens, which the pool stores after the encoder part."""
     row = req_to_token[req]
@@ -99,9 +96,17 @@ def _kv_slots(
     return row[encoder_len : encoder_len + seq_len].long()
 
 
-def _batched_decode(query: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, k_scale: float,
-                    v_scale: float, req_to_token: torch.Tensor, req_pool_indices: torch.Tensor,
-                    seq_lens: torch.Tensor, sm_scale: float) -> torch.Tensor:
+def _batched_decode(
+    query: torch.Tensor,
+    k_buffer: torch.Tensor,
+    v_buffer: torch.Tensor,
+    k_scale: float,
+    v_scale: float,
+    req_to_token: torch.Tensor,
+    req_pool_indices: torch.Tensor,
+    seq_lens: torch.Tensor,
+    sm_scale: float,
+) -> torch.Tensor:
     """Decode attention for the plain case, all requests at once (one gather per layer instead
     of a Python loop over requests: the loop dominated batched CPU decoding)."""
     b, hq, d = query.shape[0], query.shape[1], query.shape[-1]
@@ -116,7 +121,8 @@ def _batched_decode(query: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch
     # A kv head's query group plays SDPA's query positions: one fused kernel, no score tensor.
     q = query.float().reshape(b, hkv, hq // hkv, d)
     out = torch.nn.functional.scaled_dot_product_attention(
-        q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=visible[:, None, None, :], scale=sm_scale)
+        q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=visible[:, None, None, :], scale=sm_scale
+    )
     return out.nan_to_num(0.0).reshape(b, hq, v.shape[-1])  # a request with no visible key gets 0
 
 
@@ -127,8 +133,8 @@ def decode_attention_cpu(
     k_scale: float,
     v_scale: float,
     output: torch.Tensor,
-    key: Optional[torch.Tensor],
-    value: Optional[torch.Tensor],
+    key: torch.Tensor | None,
+    value: torch.Tensor | None,
     loc: torch.Tensor,
     attn_logits: torch.Tensor,
     req_to_token: torch.Tensor,
@@ -138,8 +144,8 @@ def decode_attention_cpu(
     logit_cap: float,
     is_cross_attention: bool,
     sliding_window_size: int,
-    encoder_lens: Optional[torch.Tensor],
-    sinks: Optional[torch.Tensor],
+    encoder_lens: torch.Tensor | None,
+    sinks: torch.Tensor | None,
 ) -> None:
     """One new token per request attends to the request's cached keys (SGLang's decode attention).
 
@@ -153,11 +159,21 @@ def decode_attention_cpu(
         slots = loc.long()
         k_buffer[slots] = key.reshape(-1, *k_buffer.shape[1:]).to(k_buffer.dtype)
         v_buffer[slots] = value.reshape(-1, *v_buffer.shape[1:]).to(v_buffer.dtype)
-    plain = not is_cross_attention and sliding_window_size <= 0 and sinks is None and logit_cap <= 0 and (
-        encoder_lens is None or not bool(encoder_lens.any()))
+    plain = (
+        not is_cross_attention
+        and sliding_window_size <= 0
+        and sinks is None
+        and logit_cap <= 0
+        and (encoder_lens is None or not bool(encoder_lens.any()))
+    )
     if plain and query.shape[0] > 0:
-        output.copy_(_batched_decode(query, k_buffer, v_buffer, k_scale, v_scale, req_to_token, req_pool_indices,
-                                     seq_lens, sm_scale).to(output.dtype).reshape(output.shape))
+        output.copy_(
+            _batched_decode(
+                query, k_buffer, v_buffer, k_scale, v_scale, req_to_token, req_pool_indices, seq_lens, sm_scale
+            )
+            .to(output.dtype)
+            .reshape(output.shape)
+        )
         return
     reqs, lens = req_pool_indices.tolist(), seq_lens.tolist()
     encoder = encoder_lens.tolist() if encoder_lens is not None else [0] * len(lens)
@@ -176,8 +192,8 @@ def _extend_visibility(
     extend_len: int,
     is_causal: bool,
     sliding_window_size: int,
-    tree_block: Optional[torch.Tensor],
-) -> Optional[torch.Tensor]:
+    tree_block: torch.Tensor | None,
+) -> torch.Tensor | None:
     """Which of a request's prefix_len + extend_len keys each new token sees ([extend, keys])."""
     q_pos = prefix_len + torch.arange(extend_len)[:, None]
     k_pos = torch.arange(prefix_len + extend_len)[None, :]
@@ -197,8 +213,8 @@ def _extend_visibility(
 
 def extend_attention_cpu(
     q_extend: torch.Tensor,
-    k_extend: Optional[torch.Tensor],
-    v_extend: Optional[torch.Tensor],
+    k_extend: torch.Tensor | None,
+    v_extend: torch.Tensor | None,
     o_extend: torch.Tensor,
     k_buffer: torch.Tensor,
     v_buffer: torch.Tensor,
@@ -214,9 +230,9 @@ def extend_attention_cpu(
     logit_cap: float,
     is_cross_attention: bool,
     sliding_window_size: int,
-    encoder_lens: Optional[torch.Tensor],
-    sinks: Optional[torch.Tensor],
-    tree_mask: Optional[torch.Tensor],
+    encoder_lens: torch.Tensor | None,
+    sinks: torch.Tensor | None,
+    tree_mask: torch.Tensor | None,
     is_causal: bool,
 ) -> None:
     """Each request's new tokens attend to its cached prefix and to each other (SGLang's extend
@@ -251,9 +267,7 @@ def extend_attention_cpu(
             if tree_mask is not None:
                 tree_block = tree_mask[mask_start : mask_start + n * n].view(n, n)
                 mask_start += n * n
-            allowed = _extend_visibility(
-                prefix_len, n, is_causal, sliding_window_size, tree_block
-            )
+            allowed = _extend_visibility(prefix_len, n, is_causal, sliding_window_size, tree_block)
         out = _attend(q_extend[rows].float(), k, v, allowed, sm_scale, logit_cap, sinks)
         o_extend[rows] = out.to(o_extend.dtype)
 
@@ -366,9 +380,7 @@ def fill_accept_out_cache_loc_cpu(
     accept_out_cache_loc[: kept.numel()] = out_cache_loc[kept]
 
 
-def _tree_parents(
-    parent_list: torch.Tensor, selected_index: torch.Tensor, topk: int
-) -> torch.Tensor:
+def _tree_parents(parent_list: torch.Tensor, selected_index: torch.Tensor, topk: int) -> torch.Tensor:
     """Parent node of every draft-tree node, [bs, 1 + num_selected]: node 0 is the root
     (parent -1), node i > 0 is selected_index[:, i - 1]. A node whose parent was not
     selected also gets -1."""

@@ -21,7 +21,16 @@ from sglang_edsd.data.vocab import (
 )
 
 __all__ = [
-    "Conversation", "DataError", "build_token_dataset", "count_loss_tokens", "draft_vocab_maps",
-    "load_conversations", "normalise_messages", "read_token_dataset", "regenerate", "select_draft_vocab",
-    "tokenize_conversation", "vocab_coverage",
+    "Conversation",
+    "DataError",
+    "build_token_dataset",
+    "count_loss_tokens",
+    "draft_vocab_maps",
+    "load_conversations",
+    "normalise_messages",
+    "read_token_dataset",
+    "regenerate",
+    "select_draft_vocab",
+    "tokenize_conversation",
+    "vocab_coverage",
 ]

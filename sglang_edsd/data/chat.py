@@ -17,15 +17,23 @@ from typing import Any
 
 from tqdm import tqdm
 
+from sglang_edsd.errors import EDSDError
+
 ROLES = {
-    "user": "user", "human": "user",
-    "assistant": "assistant", "gpt": "assistant", "chatgpt": "assistant", "bard": "assistant",
-    "bing": "assistant", "model": "assistant",
-    "system": "system", "tool": "tool",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "model": "assistant",
+    "system": "system",
+    "tool": "tool",
 }
 
 
-class DataError(ValueError):
+class DataError(EDSDError):
     """Bad data input; the message names the file, line or record and the field."""
 
 
@@ -70,8 +78,10 @@ def _dataset_records(path: Path) -> Iterator[tuple[str, Any]]:
     try:
         import datasets
     except ImportError:
-        raise DataError(f"{path} is a folder: reading a Hugging Face dataset folder needs the "
-                        "`datasets` package (pip install datasets), or give a JSONL file") from None
+        raise DataError(
+            f"{path} is a folder: reading a Hugging Face dataset folder needs the "
+            "`datasets` package (pip install datasets), or give a JSONL file"
+        ) from None
     try:
         ds = datasets.load_from_disk(str(path))
     except Exception as e:  # not a save_to_disk folder
@@ -191,8 +201,12 @@ def tokenize_conversation(
 
 
 def build_token_dataset(
-    conversations: Iterable[Conversation], tokenizer: Any, out_path: str | Path,
-    max_length: int = 2048, progress: bool = True, skip_invalid: bool = False,
+    conversations: Iterable[Conversation],
+    tokenizer: Any,
+    out_path: str | Path,
+    max_length: int = 2048,
+    progress: bool = True,
+    skip_invalid: bool = False,
 ) -> dict[str, Any]:
     """Tokenize conversations into a JSONL of {id, input_ids, loss_mask}; return stats.
 
@@ -207,8 +221,14 @@ def build_token_dataset(
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
-    stats: dict[str, Any] = {"samples": 0, "tokens": 0, "loss_tokens": 0, "truncated": 0, "skipped_no_loss": [],
-                             "skipped_invalid": []}
+    stats: dict[str, Any] = {
+        "samples": 0,
+        "tokens": 0,
+        "loss_tokens": 0,
+        "truncated": 0,
+        "skipped_no_loss": [],
+        "skipped_invalid": [],
+    }
     try:
         with tmp.open("w", encoding="utf-8") as f:
             for conv in tqdm(conversations, desc="tokenize", unit="conv", disable=not progress):
@@ -216,8 +236,10 @@ def build_token_dataset(
                     ids, mask = tokenize_conversation(tokenizer, conv.messages, max_length + 1)
                 except DataError as e:
                     if not skip_invalid:
-                        raise DataError(f"conversation {conv.id!r}: {e} (pass skip_invalid / --skip-invalid to "
-                                        "skip and list such conversations)") from None
+                        raise DataError(
+                            f"conversation {conv.id!r}: {e} (pass skip_invalid / --skip-invalid to "
+                            "skip and list such conversations)"
+                        ) from None
                     stats["skipped_invalid"].append({"id": conv.id, "reason": str(e)})
                     continue
                 if len(ids) > max_length:
@@ -231,19 +253,27 @@ def build_token_dataset(
                 stats["tokens"] += len(ids)
                 stats["loss_tokens"] += sum(mask)
         if stats["samples"] == 0:
-            raise DataError(f"token dataset is empty after masking: {len(stats['skipped_no_loss'])} conversations, "
-                            f"none kept an assistant token within max_length={max_length}")
+            raise DataError(
+                f"token dataset is empty after masking: {len(stats['skipped_no_loss'])} conversations, "
+                f"none kept an assistant token within max_length={max_length}"
+            )
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
     if stats["skipped_invalid"]:
         listing = out_path.with_name(out_path.name + ".skipped.jsonl")
         listing.write_text("".join(json.dumps(r) + "\n" for r in stats["skipped_invalid"]), encoding="utf-8")
-        print(f"warning: skipped {len(stats['skipped_invalid'])} conversations the chat template cannot render; "
-              f"ids and reasons in {listing}", file=sys.stderr)
+        print(
+            f"warning: skipped {len(stats['skipped_invalid'])} conversations the chat template cannot render; "
+            f"ids and reasons in {listing}",
+            file=sys.stderr,
+        )
     if stats["skipped_no_loss"]:
-        print(f"warning: skipped {len(stats['skipped_no_loss'])} conversations with no assistant token within "
-              f"max_length={max_length}: {stats['skipped_no_loss'][:5]}", file=sys.stderr)
+        print(
+            f"warning: skipped {len(stats['skipped_no_loss'])} conversations with no assistant token within "
+            f"max_length={max_length}: {stats['skipped_no_loss'][:5]}",
+            file=sys.stderr,
+        )
     return stats
 
 
@@ -266,7 +296,11 @@ def read_token_dataset(path: str | Path) -> Iterator[dict[str, Any]]:
             ids, mask = s.get("input_ids"), s.get("loss_mask")
             if not isinstance(ids, list) or not ids or not all(type(i) is int and i >= 0 for i in ids):
                 raise DataError(f"{where}: 'input_ids' must be a non-empty list of non-negative integers")
-            if not (isinstance(mask, list) and len(mask) == len(ids) and all(type(m) is int for m in mask)
-                    and set(mask) <= {0, 1}):
+            if not (
+                isinstance(mask, list)
+                and len(mask) == len(ids)
+                and all(type(m) is int for m in mask)
+                and set(mask) <= {0, 1}
+            ):
                 raise DataError(f"{where}: 'loss_mask' must be a list of 0/1 as long as 'input_ids' ({len(ids)})")
             yield s

@@ -75,9 +75,18 @@ def _answer(client: Any, conv_id: str, messages: list[dict[str, str]], options: 
 
 
 def regenerate(
-    in_path: str | Path, out_path: str | Path, base_url: str, model: str, *,
-    concurrency: int = 8, max_tokens: int = 512, temperature: float = 0.0, api_key: str = "EMPTY",
-    system_prompt: str | None = None, limit: int | None = None, progress: bool = True,
+    in_path: str | Path,
+    out_path: str | Path,
+    base_url: str,
+    model: str,
+    *,
+    concurrency: int = 8,
+    max_tokens: int = 512,
+    temperature: float = 0.0,
+    api_key: str = "EMPTY",
+    system_prompt: str | None = None,
+    limit: int | None = None,
+    progress: bool = True,
     extra_body: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Re-answer the conversations of in_path (the first `limit`) into out_path; resumable.
@@ -88,8 +97,9 @@ def regenerate(
     turns, in the requests and in the output alike. `extra_body` goes to every request.
     """
     if concurrency < 1 or max_tokens < 1 or (limit is not None and limit < 0):
-        raise DataError(f"need concurrency >= 1, max_tokens >= 1, limit >= 0 "
-                        f"(got {concurrency}, {max_tokens}, {limit})")
+        raise DataError(
+            f"need concurrency >= 1, max_tokens >= 1, limit >= 0 (got {concurrency}, {max_tokens}, {limit})"
+        )
     import openai
 
     out_path = Path(out_path)
@@ -104,6 +114,7 @@ def regenerate(
     pool = ThreadPoolExecutor(max_workers=concurrency)
     try:
         with out_path.open("a", encoding="utf-8") as out:
+
             def collect(futures: Iterable[Future]) -> None:
                 for future in list(futures):
                     conv_id = pending.pop(future)

@@ -24,9 +24,16 @@ from sglang_edsd.data.regenerate import _finished_ids, _prepare
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _sdpa_gqa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-              attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
-              **kwargs: Any) -> tuple[torch.Tensor, None]:
+def _sdpa_gqa(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
     """SDPA with grouped KV heads passed as they are.
 
     transformers' own "sdpa" repeats the KV cache to every query head whenever a padding mask
@@ -34,8 +41,16 @@ def _sdpa_gqa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, v
     py-spy); `enable_gqa` gives the same logits without the copy.
     """
     mask = None if attention_mask is None else attention_mask[:, :, :, : key.shape[-2]]
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling,
-                                         is_causal=mask is None and query.shape[2] > 1, enable_gqa=True)
+    out = F.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=mask,
+        dropout_p=dropout,
+        scale=scaling,
+        is_causal=mask is None and query.shape[2] > 1,
+        enable_gqa=True,
+    )
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -61,19 +76,21 @@ def _load(model_path: str | Path, dtype: str) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-def _generate(tokenizer: Any, model: Any, histories: list[list[dict[str, str]]], max_tokens: int,
-              temperature: float) -> list[tuple[str, str]]:
+def _generate(
+    tokenizer: Any, model: Any, histories: list[list[dict[str, str]]], max_tokens: int, temperature: float
+) -> list[tuple[str, str]]:
     """One left-padded batch: (content, finish_reason) per history, OpenAI's reasons."""
     prompts = [_render(tokenizer, h) for h in histories]
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     with torch.inference_mode():
-        out = model.generate(**enc, max_new_tokens=max_tokens, pad_token_id=tokenizer.pad_token_id,
-                             top_p=None, top_k=None, **sampling)
+        out = model.generate(
+            **enc, max_new_tokens=max_tokens, pad_token_id=tokenizer.pad_token_id, top_p=None, top_k=None, **sampling
+        )
     eos = model.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos])
     results = []
-    for row in out[:, enc.input_ids.shape[1]:].tolist():
+    for row in out[:, enc.input_ids.shape[1] :].tolist():
         stop = next((i for i, t in enumerate(row) if t in eos_ids), None)
         tokens = row if stop is None else row[:stop]
         results.append((tokenizer.decode(tokens, skip_special_tokens=True), "length" if stop is None else "stop"))
@@ -84,8 +101,14 @@ def _render(tokenizer: Any, history: list[dict[str, str]]) -> str:
     return tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=True)
 
 
-def _answer_batch(tokenizer: Any, model: Any, batch: list[tuple[str, list[dict[str, str]]]], max_tokens: int,
-                  temperature: float, max_context: int) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+def _answer_batch(
+    tokenizer: Any,
+    model: Any,
+    batch: list[tuple[str, list[dict[str, str]]]],
+    max_tokens: int,
+    temperature: float,
+    max_context: int,
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """Answer every assistant turn of every conversation, one batched generate per turn index.
 
     Returns (records, failures): a conversation whose prompt plus max_tokens outgrows the
@@ -105,8 +128,10 @@ def _answer_batch(tokenizer: Any, model: Any, batch: list[tuple[str, list[dict[s
             if cursors[i] < len(plan) and i not in failed:
                 length = len(tokenizer(_render(tokenizer, histories[i]), add_special_tokens=False).input_ids)
                 if length + max_tokens > max_context:
-                    failed[i] = (f"a prompt of {length} tokens plus max_tokens={max_tokens} exceeds the model's "
-                                 f"context of {max_context}; lower --max-tokens or filter the data (`subset`)")
+                    failed[i] = (
+                        f"a prompt of {length} tokens plus max_tokens={max_tokens} exceeds the model's "
+                        f"context of {max_context}; lower --max-tokens or filter the data (`subset`)"
+                    )
                 else:
                     asking.append(i)
         if not asking:
@@ -116,15 +141,27 @@ def _answer_batch(tokenizer: Any, model: Any, batch: list[tuple[str, list[dict[s
             histories[i].append({"role": "assistant", "content": content})
             reasons[i].append(reason)
             cursors[i] += 1
-    records = [{"id": conv_id, "messages": h, "finish_reasons": r}
-               for i, ((conv_id, _), h, r) in enumerate(zip(batch, histories, reasons)) if i not in failed]
+    records = [
+        {"id": conv_id, "messages": h, "finish_reasons": r}
+        for i, ((conv_id, _), h, r) in enumerate(zip(batch, histories, reasons))
+        if i not in failed
+    ]
     return records, [(batch[i][0], error) for i, error in failed.items()]
 
 
 def regenerate_local(
-    in_path: str | Path, out_path: str | Path, model_path: str | Path, *, batch_size: int = 32,
-    max_tokens: int = 512, temperature: float = 0.0, system_prompt: str | None = None, limit: int | None = None,
-    dtype: str = "float32", seed: int = 0, progress: bool = True,
+    in_path: str | Path,
+    out_path: str | Path,
+    model_path: str | Path,
+    *,
+    batch_size: int = 32,
+    max_tokens: int = 512,
+    temperature: float = 0.0,
+    system_prompt: str | None = None,
+    limit: int | None = None,
+    dtype: str = "float32",
+    seed: int = 0,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Re-answer the conversations of in_path (the first `limit`) into out_path with a local model.
 
@@ -152,10 +189,12 @@ def regenerate_local(
     tokenizer, model = _load(model_path, dtype)
     max_context = int(getattr(model.config, "max_position_embeddings", 1 << 30))
     torch.manual_seed(seed)
-    with out_path.open("a", encoding="utf-8") as out, \
-            tqdm(total=len(todo), desc="regenerate (local)", unit="conv", disable=not progress) as bar:
+    with (
+        out_path.open("a", encoding="utf-8") as out,
+        tqdm(total=len(todo), desc="regenerate (local)", unit="conv", disable=not progress) as bar,
+    ):
         for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
+            batch = todo[start : start + batch_size]
             records, failures = _answer_batch(tokenizer, model, batch, max_tokens, temperature, max_context)
             stats["failed"].extend(failures)
             append_records(out, records)

@@ -45,8 +45,17 @@ def _cut(messages: list[dict[str, str]], max_user_turns: int) -> list[dict[str, 
     return out
 
 
-def chat_subset(in_path: str | Path, out_path: str | Path, num: int, *, seed: int = 0, max_user_turns: int = 2,
-                max_user_chars: int = 4000, min_ascii: float = 0.95, exclude_ids: set[str] | None = None) -> dict[str, Any]:
+def chat_subset(
+    in_path: str | Path,
+    out_path: str | Path,
+    num: int,
+    *,
+    seed: int = 0,
+    max_user_turns: int = 2,
+    max_user_chars: int = 4000,
+    min_ascii: float = 0.95,
+    exclude_ids: set[str] | None = None,
+) -> dict[str, Any]:
     """Write `num` conversations drawn in a seeded order that pass the filters; return counts."""
     if num < 1 or max_user_turns < 1:
         raise DataError(f"num and max_user_turns must be >= 1, got {num} and {max_user_turns}")
@@ -58,17 +67,26 @@ def chat_subset(in_path: str | Path, out_path: str | Path, num: int, *, seed: in
     for conv in convs:
         if len(kept) == num:
             break
-        reason = "excluded id" if exclude_ids and conv.id in exclude_ids else \
-            _reason(conv, max_user_turns, max_user_chars, min_ascii)
+        reason = (
+            "excluded id"
+            if exclude_ids and conv.id in exclude_ids
+            else _reason(conv, max_user_turns, max_user_chars, min_ascii)
+        )
         if reason:
             rejected[reason] += 1
             continue
         kept.append({"id": conv.id, "messages": _cut(conv.messages, max_user_turns)})
     if len(kept) < num:
-        raise DataError(f"{in_path}: only {len(kept)} of {len(convs)} conversations pass the filters, {num} wanted "
-                        f"(rejected: {dict(rejected)})")
+        raise DataError(
+            f"{in_path}: only {len(kept)} of {len(convs)} conversations pass the filters, {num} wanted "
+            f"(rejected: {dict(rejected)})"
+        )
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
-    return {"kept": len(kept), "examined": len(kept) + sum(rejected.values()), "rejected": dict(rejected),
-            "malformed_examples": malformed[:5]}
+    return {
+        "kept": len(kept),
+        "examined": len(kept) + sum(rejected.values()),
+        "rejected": dict(rejected),
+        "malformed_examples": malformed[:5],
+    }

@@ -24,8 +24,10 @@ def count_loss_tokens(samples: Iterable[dict[str, Any]], vocab_size: int) -> tor
         picked = ids[torch.as_tensor(sample["loss_mask"], dtype=torch.bool)]
         bad = picked[(picked < 0) | (picked >= vocab_size)]
         if bad.numel():
-            raise DataError(f"sample {sample.get('id')!r}: token id {int(bad[0])} outside the target "
-                            f"vocabulary 0..{vocab_size - 1} (tokenized for another model?)")
+            raise DataError(
+                f"sample {sample.get('id')!r}: token id {int(bad[0])} outside the target "
+                f"vocabulary 0..{vocab_size - 1} (tokenized for another model?)"
+            )
         counts.index_add_(0, picked, torch.ones_like(picked))
     return counts
 

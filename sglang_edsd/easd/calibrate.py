@@ -36,8 +36,9 @@ def load_draft(draft_path: Path, target_path: Path) -> tuple[EDSDTrainDraft, tor
     return model.eval(), tensors["d2t"].long() + torch.arange(tensors["d2t"].numel())
 
 
-def _pairs(model: EDSDTrainDraft, d2t: torch.Tensor, head: TargetHead, sample: dict[str, Any], steps: int,
-           top_n: int) -> list[dict[str, torch.Tensor]]:
+def _pairs(
+    model: EDSDTrainDraft, d2t: torch.Tensor, head: TargetHead, sample: dict[str, Any], steps: int, top_n: int
+) -> list[dict[str, torch.Tensor]]:
     """Per draft step: (draft entropy, draft top-n, target entropy, target top-n) at answer positions."""
     ids, n = sample["input_ids"], int(sample["input_ids"].shape[0])
     features = torch.cat([sample["hidden"][i] for i in model.config.layer_ids], dim=-1).float()
@@ -50,14 +51,28 @@ def _pairs(model: EDSDTrainDraft, d2t: torch.Tensor, head: TargetHead, sample: d
         keep[keep.clone()] &= mask[(rows + 2 + k)[keep]]
         draft_h, draft_top = entropy_and_top(logits[keep], top_n)
         target_h, target_top = entropy_and_top(target_logits[(rows + 1 + k)[keep]], top_n)
-        out.append({"draft_entropy": draft_h, "draft_top": d2t[draft_top], "target_entropy": target_h,
-                    "target_top": target_top})
+        out.append(
+            {
+                "draft_entropy": draft_h,
+                "draft_top": d2t[draft_top],
+                "target_entropy": target_h,
+                "target_top": target_top,
+            }
+        )
     return out
 
 
-def calibrate(draft_path: str | Path, capture_dir: str | Path, *, percentile: float = 80.0, top_n: int = 5,
-              min_overlap: float = 0.6, steps: int = 4, max_samples: int | None = None,
-              progress: bool = True) -> dict[str, Any]:
+def calibrate(
+    draft_path: str | Path,
+    capture_dir: str | Path,
+    *,
+    percentile: float = 80.0,
+    top_n: int = 5,
+    min_overlap: float = 0.6,
+    steps: int = 4,
+    max_samples: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Thresholds at `percentile` and the rule's firing rate per draft step on the capture."""
     if not 0.0 <= percentile <= 100.0:
         raise ValueError(f"percentile must be in [0, 100], got {percentile}")
@@ -74,10 +89,19 @@ def calibrate(draft_path: str | Path, capture_dir: str | Path, *, percentile: fl
                 per_step[k].append(pair)
     joined = [{key: torch.cat([p[key] for p in step]) for key in step[0]} for step in per_step]
     q = percentile / 100.0
-    cfg = EASDConfig(draft_entropy=float(torch.cat([j["draft_entropy"] for j in joined]).quantile(q)),
-                     target_entropy=float(torch.cat([j["target_entropy"] for j in joined]).quantile(q)),
-                     top_n=top_n, min_overlap=min_overlap)
+    cfg = EASDConfig(
+        draft_entropy=float(torch.cat([j["draft_entropy"] for j in joined]).quantile(q)),
+        target_entropy=float(torch.cat([j["target_entropy"] for j in joined]).quantile(q)),
+        top_n=top_n,
+        min_overlap=min_overlap,
+    )
     fires = [fire(cfg, j["draft_entropy"], j["draft_top"], j["target_entropy"], j["target_top"]) for j in joined]
-    return {"draft": str(draft_path), "capture": str(capture_dir), "samples": count, "percentile": percentile,
-            "config": cfg.__dict__, "positions_per_step": [int(f.numel()) for f in fires],
-            "fire_rate_per_step": [float(f.float().mean()) if f.numel() else 0.0 for f in fires]}
+    return {
+        "draft": str(draft_path),
+        "capture": str(capture_dir),
+        "samples": count,
+        "percentile": percentile,
+        "config": cfg.__dict__,
+        "positions_per_step": [int(f.numel()) for f in fires],
+        "fire_rate_per_step": [float(f.float().mean()) if f.numel() else 0.0 for f in fires],
+    }

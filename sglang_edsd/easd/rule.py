@@ -19,10 +19,12 @@ from pathlib import Path
 
 import torch
 
+from sglang_edsd.errors import EDSDError
+
 ENV = "SGLANG_EDSD_EASD"  # a JSON object, or the path of a JSON file, of EASDConfig fields
 
 
-class EASDConfigError(ValueError):
+class EASDConfigError(EDSDError):
     """An EASD configuration that cannot be used."""
 
 
@@ -89,15 +91,28 @@ def overlap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.unsqueeze(-1) == b.unsqueeze(-2)).any(-1).float().mean(-1)
 
 
-def fire(cfg: EASDConfig, draft_entropy: torch.Tensor, draft_top: torch.Tensor, target_entropy: torch.Tensor,
-         target_top: torch.Tensor) -> torch.Tensor:
+def fire(
+    cfg: EASDConfig,
+    draft_entropy: torch.Tensor,
+    draft_top: torch.Tensor,
+    target_entropy: torch.Tensor,
+    target_top: torch.Tensor,
+) -> torch.Tensor:
     """Where the rule rejects: draft/target entropies [B, S], top ids [B, S, n] in target ids."""
-    return ((draft_entropy > cfg.draft_entropy) & (target_entropy > cfg.target_entropy)
-            & (overlap(draft_top, target_top) >= cfg.min_overlap))
+    return (
+        (draft_entropy > cfg.draft_entropy)
+        & (target_entropy > cfg.target_entropy)
+        & (overlap(draft_top, target_top) >= cfg.min_overlap)
+    )
 
 
-def mask_rejected(cfg: EASDConfig, target_logits: torch.Tensor, draft_tokens: torch.Tensor,
-                  draft_entropy: torch.Tensor, draft_top: torch.Tensor) -> torch.Tensor:
+def mask_rejected(
+    cfg: EASDConfig,
+    target_logits: torch.Tensor,
+    draft_tokens: torch.Tensor,
+    draft_entropy: torch.Tensor,
+    draft_top: torch.Tensor,
+) -> torch.Tensor:
     """Apply the rule to a chain verify in place; returns where it fired [B, S].
 
     target_logits [B * (S + 1), V]: row b*(S+1)+j is the target's next-token logits after chain

@@ -12,7 +12,8 @@ $SGLANG_EDSD_EASD or $SGLANG_EDSD_TRACE is set: the default worker is SGLang's o
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from sglang.srt.speculative.eagle_worker_v2 import EagleDraftWorker, EAGLEWorkerV2
@@ -111,8 +112,10 @@ def check_draft_runs_eagerly(device: str) -> None:
     from sglang.srt.model_executor.cuda_graph_config import Backend, Phase, check_cuda_graph_backend
 
     if device != "cpu" and not check_cuda_graph_backend(Phase.DECODE, Backend.DISABLED):
-        raise EASDConfigError("EASD and the entropy trace read every draft forward in Python: serve with "
-                              "--cuda-graph-backend-decode=disabled (or the deprecated --disable-cuda-graph)")
+        raise EASDConfigError(
+            "EASD and the entropy trace read every draft forward in Python: serve with "
+            "--cuda-graph-backend-decode=disabled (or the deprecated --disable-cuda-graph)"
+        )
 
 
 class EASDWorkerV2(EAGLEWorkerV2):
@@ -129,8 +132,9 @@ class EASDWorkerV2(EAGLEWorkerV2):
             self._draft_worker.easd_setup(cfg, trace)
 
 
-def easd_sample(original: Callable[..., Any], verify_input: Any, batch: Any, logits_output: Any,
-                *args: Any, **kwargs: Any) -> Any:
+def easd_sample(
+    original: Callable[..., Any], verify_input: Any, batch: Any, logits_output: Any, *args: Any, **kwargs: Any
+) -> Any:
     """AROUND hook on eagle_sample: trace and/or apply the rule to verify inputs that carry draft statistics."""
     draft_entropy = getattr(verify_input, "easd_draft_entropy", None)
     if draft_entropy is None or batch.forward_mode.is_idle():

@@ -146,9 +146,7 @@ def collect_layer_statistics(
                 out = base(input_ids=view[None].to(device), output_hidden_states=True, use_cache=False)
                 hidden = out.hidden_states
                 if len(hidden) != num_layers + 1:
-                    raise EDSelectError(
-                        f"model returned {len(hidden)} hidden states, expected L+1={num_layers + 1}"
-                    )
+                    raise EDSelectError(f"model returned {len(hidden)} hidden states, expected L+1={num_layers + 1}")
                 for i in layer_ids:
                     z = hidden[i + 1][0, 1:].float()  # SGLang id i = HF hidden_states[i + 1]
                     pooled[i][v] = z.mean(0).cpu()
@@ -179,7 +177,7 @@ def collect_layer_statistics(
         "max_len": max_len,
         "num_views": num_views,
         "augmentation": f"token dropout p={aug_prob / 2:g} + random replacement p={aug_prob / 2:g} "
-                        "(non-special, non-first positions)",
+        "(non-special, non-first positions)",
         "aug_prob": aug_prob,
         "seed": seed,
         "device": str(device),
@@ -207,10 +205,14 @@ def run_edselect(
     original text plus num_views - 1 augmented copies per text (LiDAR needs >= 2).
     """
     start = time.perf_counter()
-    stats = collect_layer_statistics(model, tokenizer, texts, max_len, num_views, seed, device,
-                                     aug_prob=aug_prob, progress=progress)
+    stats = collect_layer_statistics(
+        model, tokenizer, texts, max_len, num_views, seed, device, aug_prob=aug_prob, progress=progress
+    )
     metrics = stats.metrics(lidar_delta, progress=progress)
     choice = select_layers(metrics["curvature"], metrics["lidar"], stats.num_hidden_layers)
-    settings = {**stats.settings, "lidar_delta_relative": lidar_delta,
-                "elapsed_s": round(time.perf_counter() - start, 3)}
+    settings = {
+        **stats.settings,
+        "lidar_delta_relative": lidar_delta,
+        "elapsed_s": round(time.perf_counter() - start, 3),
+    }
     return EDSelectResult.from_metrics(stats.num_hidden_layers, metrics, choice, settings)

@@ -30,23 +30,39 @@ _DTYPES = ("auto", "float32", "bfloat16", "float16")
 def add_select_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `select` options to a (sub)parser."""
     parser.add_argument("--target", required=True, help="target model folder (Hugging Face format)")
-    parser.add_argument("--data", required=True,
-                        help="calibration JSONL: {'text': ...} or chat {'messages'|'conversations': [...]} records")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="calibration JSONL: {'text': ...} or chat {'messages'|'conversations': [...]} records",
+    )
     parser.add_argument("--num-samples", type=int, default=128, help="calibration records to draw (paper: 128)")
     parser.add_argument("--out", required=True, help=f"output folder for {RESULT_JSON} and {RESULT_PNG}")
-    parser.add_argument("--write-draft-config", metavar="DRAFT_DIR",
-                        help="also set eagle_config.eagle_aux_hidden_state_layer_ids in this EDSD draft's config.json")
+    parser.add_argument(
+        "--write-draft-config",
+        metavar="DRAFT_DIR",
+        help="also set eagle_config.eagle_aux_hidden_state_layer_ids in this EDSD draft's config.json",
+    )
     parser.add_argument("--max-len", type=int, default=512, help="truncate each prompt to this many tokens")
-    parser.add_argument("--num-views", type=int, default=8,
-                        help="views per prompt for LiDAR: the prompt plus N-1 token-augmented copies")
-    parser.add_argument("--aug-prob", type=float, default=0.1,
-                        help="per-token augmentation probability (half dropout, half random replacement)")
-    parser.add_argument("--lidar-delta", type=float, default=1e-4,
-                        help="LiDAR regulariser, relative to the mean within-class variance")
+    parser.add_argument(
+        "--num-views",
+        type=int,
+        default=8,
+        help="views per prompt for LiDAR: the prompt plus N-1 token-augmented copies",
+    )
+    parser.add_argument(
+        "--aug-prob",
+        type=float,
+        default=0.1,
+        help="per-token augmentation probability (half dropout, half random replacement)",
+    )
+    parser.add_argument(
+        "--lidar-delta", type=float, default=1e-4, help="LiDAR regulariser, relative to the mean within-class variance"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for record sampling and augmentation")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", choices=_DTYPES, default="auto",
-                        help="model dtype (auto: bfloat16 on GPU, float32 on CPU)")
+    parser.add_argument(
+        "--dtype", choices=_DTYPES, default="auto", help="model dtype (auto: bfloat16 on GPU, float32 on CPU)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -92,17 +108,29 @@ def run_edselect_from_paths(
         raise EDSelectError(f"cannot load the tokenizer of {target}: {e}") from None
     calib = load_calibration_data(data, tokenizer, num_samples=num_samples, seed=seed)  # fail before the model load
     if progress:
-        print(f"EDSelect: {len(calib.texts)} of {calib.num_records} records from {calib.path}"
-              + (f" (fewer than the {num_samples} requested)" if len(calib.texts) < num_samples else ""),
-              file=sys.stderr)
+        print(
+            f"EDSelect: {len(calib.texts)} of {calib.num_records} records from {calib.path}"
+            + (f" (fewer than the {num_samples} requested)" if len(calib.texts) < num_samples else ""),
+            file=sys.stderr,
+        )
     device, torch_dtype = _resolve_device_dtype(device, dtype)
     try:
         model = AutoModelForCausalLM.from_pretrained(target, dtype=torch_dtype)
     except Exception as e:
         raise EDSelectError(f"cannot load the target model from {target}: {e}") from None
     model.to(device)
-    result = run_edselect(model, tokenizer, calib.texts, max_len=max_len, num_views=num_views, seed=seed,
-                          device=device, aug_prob=aug_prob, lidar_delta=lidar_delta, progress=progress)
+    result = run_edselect(
+        model,
+        tokenizer,
+        calib.texts,
+        max_len=max_len,
+        num_views=num_views,
+        seed=seed,
+        device=device,
+        aug_prob=aug_prob,
+        lidar_delta=lidar_delta,
+        progress=progress,
+    )
     result.settings.update({"target": str(target), "data": str(calib.path), "num_records": calib.num_records})
     if out_dir is not None:
         out = Path(out_dir)
@@ -148,27 +176,35 @@ def write_layers_to_draft(draft_dir: str | Path, target: str | Path, layer_ids: 
 
 def select_main(args: argparse.Namespace) -> int:
     """Entry point for `sglang-edsd select` (arguments from add_select_arguments)."""
-    from sglang_edsd.draft_config import DraftConfigError
 
-    try:
-        if args.write_draft_config:  # check the draft before spending time on the target
-            _load_draft_for(Path(args.write_draft_config), args.target, 2)
-        result = run_edselect_from_paths(
-            args.target, args.data, args.out, args.num_samples, max_len=args.max_len, num_views=args.num_views,
-            seed=args.seed, device=args.device, dtype=args.dtype, aug_prob=args.aug_prob,
-            lidar_delta=args.lidar_delta, progress=not args.no_progress,
+    if args.write_draft_config:  # check the draft before spending time on the target
+        _load_draft_for(Path(args.write_draft_config), args.target, 2)
+    result = run_edselect_from_paths(
+        args.target,
+        args.data,
+        args.out,
+        args.num_samples,
+        max_len=args.max_len,
+        num_views=args.num_views,
+        seed=args.seed,
+        device=args.device,
+        dtype=args.dtype,
+        aug_prob=args.aug_prob,
+        lidar_delta=args.lidar_delta,
+        progress=not args.no_progress,
+    )
+    print(result.summary())
+    print(f"wrote {Path(args.out) / RESULT_JSON} and {Path(args.out) / RESULT_PNG}")
+    if args.write_draft_config:
+        old = write_layers_to_draft(args.write_draft_config, args.target, result.selected_layer_ids)
+        new = list(result.selected_layer_ids)
+        print(
+            f"updated {Path(args.write_draft_config) / 'config.json'}: eagle_aux_hidden_state_layer_ids "
+            f"{list(old)} -> {new} (HF hidden_states {[i + 1 for i in new]})"
         )
-        print(result.summary())
-        print(f"wrote {Path(args.out) / RESULT_JSON} and {Path(args.out) / RESULT_PNG}")
-        if args.write_draft_config:
-            old = write_layers_to_draft(args.write_draft_config, args.target, result.selected_layer_ids)
-            new = list(result.selected_layer_ids)
-            print(f"updated {Path(args.write_draft_config) / 'config.json'}: eagle_aux_hidden_state_layer_ids "
-                  f"{list(old)} -> {new} (HF hidden_states {[i + 1 for i in new]})")
-            if list(old) != new:
-                print("note: the draft's existing weights were made for the previous layers; "
-                      "(re)train it before serving", file=sys.stderr)
-    except (EDSelectError, DraftConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        if list(old) != new:
+            print(
+                "note: the draft's existing weights were made for the previous layers; (re)train it before serving",
+                file=sys.stderr,
+            )
     return 0

@@ -50,7 +50,7 @@ def record_to_text(record: Any, tokenizer: Any | None, where: str = "record") ->
         raise EDSelectError(str(e)) from None
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise EDSelectError(
-            f"{where}: chat record but the target tokenizer has no chat template; use {{\"text\": ...}} records"
+            f'{where}: chat record but the target tokenizer has no chat template; use {{"text": ...}} records'
         )
     try:
         text = tokenizer.apply_chat_template(messages, tokenize=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sglang_edsd.errors import EDSDError
 
-class EDSelectError(ValueError):
+
+class EDSelectError(EDSDError):
     """Bad EDSelect input (data file, model or metrics); the message names the problem."""

@@ -24,21 +24,21 @@ METRICS: tuple[tuple[str, str, str], ...] = (
 
 DEFINITIONS = {
     "layer_numbering": "sglang_id i = output of decoder layer i (0-based) = HF hidden_states[i + 1]; "
-                       "eligible ids 0..L-2 (SGLang cannot capture the last layer's output)",
+    "eligible ids 0..L-2 (SGLang cannot capture the last layer's output)",
     "token_positions": "the first token of every sequence is excluded (context-free attention sink "
-                       "with massive activations); all metrics use positions 1..T-1",
+    "with massive activations); all metrics use positions 1..T-1",
     "curvature": "Hosseini & Fedorenko 2023: mean over consecutive difference-vector pairs of "
-                 "arccos(cos(v_k, v_k+1)), v_k = x_k+1 - x_k, radians; averaged over prompts",
+    "arccos(cos(v_k, v_k+1)), v_k = x_k+1 - x_k, radians; averaged over prompts",
     "lidar": "Thilak et al. 2024: exp(entropy) of the normalised spectrum of "
-             "Sigma_w^-1/2 Sigma_b Sigma_w^-1/2; classes = prompts, samples = token-augmented views, "
-             "view embedding = mean of token states; Sigma_w + delta*tr(Sigma_w)/d*I",
+    "Sigma_w^-1/2 Sigma_b Sigma_w^-1/2; classes = prompts, samples = token-augmented views, "
+    "view embedding = mean of token states; Sigma_w + delta*tr(Sigma_w)/d*I",
     "prompt_entropy": "Skean et al. 2025 / EDSD Eq. 4: Shannon entropy of eig(Z Z^T)/tr for one prompt's "
-                      "token states Z, averaged over prompts",
+    "token states Z, averaged over prompts",
     "dataset_entropy": "Skean et al. 2025 / EDSD Eq. 4: matrix entropy of the Gram of mean-pooled "
-                       "(un-augmented) prompt representations",
+    "(un-augmented) prompt representations",
     "selection": "argmax Curvature and argmax LiDAR (EDSD Sec. 3.2; higher = better there, although "
-                 "Hosseini & Fedorenko read lower curvature as straighter); ties -> lowest id; if both "
-                 "peak at one layer, keep it and add the runner-up by LiDAR",
+    "Hosseini & Fedorenko read lower curvature as straighter); ties -> lowest id; if both "
+    "peak at one layer, keep it and add the runner-up by LiDAR",
 }
 
 
@@ -60,7 +60,10 @@ class EDSelectResult:
 
     @classmethod
     def from_metrics(
-        cls, num_hidden_layers: int, metrics: dict[str, dict[int, float]], choice: LayerChoice,
+        cls,
+        num_hidden_layers: int,
+        metrics: dict[str, dict[int, float]],
+        choice: LayerChoice,
         settings: dict[str, Any] | None = None,
     ) -> EDSelectResult:
         ids = sorted(metrics["lidar"])
@@ -92,10 +95,20 @@ class EDSelectResult:
         """A human-readable table plus the choice, in both numberings."""
         lines = [f"{'sglang_id':>9} {'hf_idx':>6} {'curvature':>10} {'lidar':>9} {'prompt_H':>9} {'dataset_H':>9}"]
         for n, i in enumerate(self.layer_ids):
-            mark = " <- " + "+".join(
-                name for name, hit in (("curvature", i == self.curvature_layer), ("lidar", i == self.lidar_layer),
-                                       ("selected", i in self.selected_layer_ids)) if hit
-            ) if i in self.selected_layer_ids or i in (self.curvature_layer, self.lidar_layer) else ""
+            mark = (
+                " <- "
+                + "+".join(
+                    name
+                    for name, hit in (
+                        ("curvature", i == self.curvature_layer),
+                        ("lidar", i == self.lidar_layer),
+                        ("selected", i in self.selected_layer_ids),
+                    )
+                    if hit
+                )
+                if i in self.selected_layer_ids or i in (self.curvature_layer, self.lidar_layer)
+                else ""
+            )
             lines.append(
                 f"{i:>9} {i + 1:>6} {self.curvature[n]:>10.4f} {self.lidar[n]:>9.3f} "
                 f"{self.prompt_entropy[n]:>9.3f} {self.dataset_entropy[n]:>9.3f}{mark}"
@@ -120,8 +133,11 @@ class EDSelectResult:
             "tie_broken": self.tie_broken,
             "num_hidden_layers": self.num_hidden_layers,
             "layers": [
-                {"sglang_id": i, "hf_hidden_states_index": i + 1,
-                 **{key: clean(getattr(self, key)[n]) for key, _, _ in METRICS}}
+                {
+                    "sglang_id": i,
+                    "hf_hidden_states_index": i + 1,
+                    **{key: clean(getattr(self, key)[n]) for key, _, _ in METRICS},
+                }
                 for n, i in enumerate(self.layer_ids)
             ],
             "settings": self.settings,
@@ -171,8 +187,14 @@ class EDSelectResult:
                 ax.axvline(i, color="tab:red", linestyle="--", linewidth=1)
             if key in peaks:
                 i = peaks[key]
-                ax.plot([i], [values[self.layer_ids.index(i)]], marker="*", markersize=14, color="tab:red",
-                        label=f"max at id {i} (HF {i + 1})")
+                ax.plot(
+                    [i],
+                    [values[self.layer_ids.index(i)]],
+                    marker="*",
+                    markersize=14,
+                    color="tab:red",
+                    label=f"max at id {i} (HF {i + 1})",
+                )
                 ax.legend(loc="best", fontsize=8)
             ax.set_title(name, fontsize=10)
             ax.set_xlabel("SGLang layer id (output of decoder layer i)")
@@ -181,8 +203,11 @@ class EDSelectResult:
             top.set_xlabel("HF hidden_states index", fontsize=8)
             ax.grid(alpha=0.3)
         a, b = self.selected_layer_ids
-        fig.suptitle((title + ": " if title else "")
-                     + f"EDSelect -> SGLang ids [{a}, {b}] (HF hidden_states [{a + 1}, {b + 1}]), "
-                       f"L={self.num_hidden_layers}", fontsize=11)
+        fig.suptitle(
+            (title + ": " if title else "")
+            + f"EDSelect -> SGLang ids [{a}, {b}] (HF hidden_states [{a + 1}, {b + 1}]), "
+            f"L={self.num_hidden_layers}",
+            fontsize=11,
+        )
         fig.savefig(path, dpi=120)
         return path

@@ -60,9 +60,7 @@ def _argmax(scores: Mapping[int, float], metric: str, exclude: int | None = None
     return best_id
 
 
-def select_layers(
-    curvature: Mapping[int, float], lidar: Mapping[int, float], num_hidden_layers: int
-) -> LayerChoice:
+def select_layers(curvature: Mapping[int, float], lidar: Mapping[int, float], num_hidden_layers: int) -> LayerChoice:
     """Argmax Curvature and argmax LiDAR over eligible SGLang ids; distinct and ascending."""
     eligible = set(eligible_layer_ids(num_hidden_layers))
     if len(eligible) < 2:

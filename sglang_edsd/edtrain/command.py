@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from sglang_edsd.edtrain.recipes import RECIPES, TrainConfig, TrainConfigError, recipe
@@ -18,17 +16,35 @@ if TYPE_CHECKING:
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("--capture", help="offline: capture folder written by `sglang-edsd capture`")
-    p.add_argument("--online", action="store_true",
-                   help="online: run the target (--target) inside the loop over --data; nothing but checkpoints on disk")
+    p.add_argument(
+        "--online",
+        action="store_true",
+        help="online: run the target (--target) inside the loop over --data; nothing but checkpoints on disk",
+    )
     p.add_argument("--data", help="online: token JSONL from `sglang-edsd prepare`")
-    p.add_argument("--heldout", metavar="PATH",
-                   help="held-out data scored during training (a capture folder, or with --online a token JSONL)")
-    p.add_argument("--eval-every", type=int, default=0, metavar="TOKENS",
-                   help="score --heldout every this many training tokens (always at the start and the end)")
-    p.add_argument("--out", required=True,
-                   help="run folder: checkpoint.pt, history.jsonl, curves.png, evals.jsonl, heldout.png, draft/")
-    p.add_argument("--recipe", choices=RECIPES, default="edsd",
-                   help="edsd: EDFuse + Mask-p + Step-n; eagle3: fc over SGLang's 3 default layers, fixed n=S_max")
+    p.add_argument(
+        "--heldout",
+        metavar="PATH",
+        help="held-out data scored during training (a capture folder, or with --online a token JSONL)",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        metavar="TOKENS",
+        help="score --heldout every this many training tokens (always at the start and the end)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="run folder: checkpoint.pt, history.jsonl, curves.png, evals.jsonl, heldout.png, draft/",
+    )
+    p.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default="edsd",
+        help="edsd: EDFuse + Mask-p + Step-n; eagle3: fc over SGLang's 3 default layers, fixed n=S_max",
+    )
     p.add_argument("--target", help="target folder (online: required; offline default: the capture's)")
     p.add_argument("--layer-ids", type=int, nargs="+", metavar="ID", help="SGLang layer ids the draft reads")
     p.add_argument("--layers-from", metavar="PATH", help="take layer ids from an EDSelect JSON or a draft folder")
@@ -47,17 +63,37 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-weight", type=float, default=d.step_weight, help="loss weight decay per TTT step")
     p.add_argument("--grad-clip", type=float, default=d.grad_clip)
     p.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    p.add_argument("--batch-tokens", type=int, default=d.batch_tokens,
-                   help="pack samples into micro-batches of up to this many tokens (0: one sample each)")
-    p.add_argument("--token-budget", type=int, default=d.token_budget,
-                   help="size the run in tokens: T phases of budget/T tokens for Mask-p/Step-n (0: --epochs epochs)")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision,
-                   help="bf16: autocast with fp32 master weights (and a bf16 online target); auto: bf16 where fast")
-    p.add_argument("--init-layer", type=int, default=d.init_layer,
-                   help="initialise the draft's decoder layer from this target decoder layer (-1: random)")
+    p.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=d.batch_tokens,
+        help="pack samples into micro-batches of up to this many tokens (0: one sample each)",
+    )
+    p.add_argument(
+        "--token-budget",
+        type=int,
+        default=d.token_budget,
+        help="size the run in tokens: T phases of budget/T tokens for Mask-p/Step-n (0: --epochs epochs)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default=d.precision,
+        help="bf16: autocast with fp32 master weights (and a bf16 online target); auto: bf16 where fast",
+    )
+    p.add_argument(
+        "--init-layer",
+        type=int,
+        default=d.init_layer,
+        help="initialise the draft's decoder layer from this target decoder layer (-1: random)",
+    )
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                   help="optimizer steps between mid-epoch checkpoints (0: epoch ends only)")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=d.checkpoint_every,
+        help="optimizer steps between mid-epoch checkpoints (0: epoch ends only)",
+    )
     p.add_argument("--stop-after-steps", type=int, help="stop (resumably) after this many optimizer steps")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-export", action="store_true", help="do not write <out>/draft at the end")
@@ -69,13 +105,27 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
     layer_ids = tuple(args.layer_ids or (layer_ids_from_file(args.layers_from) if args.layers_from else ()))
     return recipe(
-        args.recipe, layer_ids=layer_ids, expansion=args.expansion,
+        args.recipe,
+        layer_ids=layer_ids,
+        expansion=args.expansion,
         token_layernorm=False if args.no_token_layernorm else None,
-        mask_p=False if args.no_mask_p else None, step_n=False if args.no_step_n else None,
-        draft_vocab_size=args.draft_vocab_size, epochs=args.epochs, s_max=args.s_max, gamma=args.gamma, lr=args.lr,
-        weight_decay=args.weight_decay, max_length=args.max_length, step_weight=args.step_weight,
-        grad_clip=args.grad_clip, grad_accum=args.grad_accum, seed=args.seed, checkpoint_every=args.checkpoint_every,
-        batch_tokens=args.batch_tokens, token_budget=args.token_budget, precision=args.precision,
+        mask_p=False if args.no_mask_p else None,
+        step_n=False if args.no_step_n else None,
+        draft_vocab_size=args.draft_vocab_size,
+        epochs=args.epochs,
+        s_max=args.s_max,
+        gamma=args.gamma,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        max_length=args.max_length,
+        step_weight=args.step_weight,
+        grad_clip=args.grad_clip,
+        grad_accum=args.grad_accum,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        batch_tokens=args.batch_tokens,
+        token_budget=args.token_budget,
+        precision=args.precision,
         init_layer=args.init_layer,
     )
 
@@ -97,23 +147,27 @@ def data_from_args(args: argparse.Namespace) -> tuple[str | OnlineData, str | On
 
 
 def train_main(args: argparse.Namespace) -> None:
-    from sglang_edsd.capture import CaptureError
-    from sglang_edsd.data.chat import DataError
-    from sglang_edsd.draft_config import DraftConfigError
     from sglang_edsd.edtrain.trainer import train
 
-    try:
-        data, heldout = data_from_args(args)
-        summary = train(config_from_args(args), data, args.out, target_path=args.target,
-                        draft_vocab=args.draft_vocab, device=args.device, progress=not args.no_progress,
-                        stop_after_steps=args.stop_after_steps, export=not args.no_export, heldout=heldout,
-                        eval_every=args.eval_every)
-    except (TrainConfigError, CaptureError, DraftConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    data, heldout = data_from_args(args)
+    summary = train(
+        config_from_args(args),
+        data,
+        args.out,
+        target_path=args.target,
+        draft_vocab=args.draft_vocab,
+        device=args.device,
+        progress=not args.no_progress,
+        stop_after_steps=args.stop_after_steps,
+        export=not args.no_export,
+        heldout=heldout,
+        eval_every=args.eval_every,
+    )
     if summary["stopped"]:
-        print(f"stopped at data epoch {summary['epoch'] + 1}, micro-batch {summary['position']} "
-              f"({summary['tokens_seen']} tokens seen); run the same command to resume")
+        print(
+            f"stopped at data epoch {summary['epoch'] + 1}, micro-batch {summary['position']} "
+            f"({summary['tokens_seen']} tokens seen); run the same command to resume"
+        )
     elif "draft" in summary:
         print(f"trained in {summary['train_seconds']} s; draft: {summary['draft']}")
 
@@ -126,14 +180,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def export_main(args: argparse.Namespace) -> None:
-    from sglang_edsd.draft_config import DraftConfigError
-    from sglang_edsd.edtrain.export import ExportError, export_draft
+    from sglang_edsd.edtrain.export import export_draft
 
-    try:
-        print(export_draft(args.run, args.out, dtype=args.dtype, target_path=args.target))
-    except (ExportError, DraftConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    print(export_draft(args.run, args.out, dtype=args.dtype, target_path=args.target))
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
@@ -147,22 +196,16 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def evaluate_main(args: argparse.Namespace) -> None:
-    from sglang_edsd.capture import CaptureError
     from sglang_edsd.edtrain.evaluate import evaluate_run
-
-    from sglang_edsd.data.chat import DataError
     from sglang_edsd.edtrain.sources import OnlineData
 
-    try:
-        if bool(args.capture) == bool(args.data) or (args.data and not args.target):
-            raise TrainConfigError("give --capture CAPTURE, or --data TOKENS --target T (online)")
-        data = args.capture or OnlineData(Path(args.data), Path(args.target))
-        result = evaluate_run(args.run, data, steps=args.steps, target_path=args.target,
-                              progress=not args.no_progress)
-    except (TrainConfigError, CaptureError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(f"{args.run} on {result['capture']} ({result['samples']} samples): top-1 agreement per step "
-          f"{[round(a, 3) for a in result['agreement_per_step']]}, tau proxy {result['tau_proxy']:.3f}")
+    if bool(args.capture) == bool(args.data) or (args.data and not args.target):
+        raise TrainConfigError("give --capture CAPTURE, or --data TOKENS --target T (online)")
+    data = args.capture or OnlineData(Path(args.data), Path(args.target))
+    result = evaluate_run(args.run, data, steps=args.steps, target_path=args.target, progress=not args.no_progress)
+    print(
+        f"{args.run} on {result['capture']} ({result['samples']} samples): top-1 agreement per step "
+        f"{[round(a, 3) for a in result['agreement_per_step']]}, tau proxy {result['tau_proxy']:.3f}"
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

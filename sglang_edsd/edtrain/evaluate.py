@@ -22,9 +22,15 @@ from sglang_edsd.edtrain.target_head import TargetHead
 from sglang_edsd.edtrain.trainer import Supervision, agreement
 
 
-def evaluate_run(run_dir: str | Path, data: str | Path | OnlineData, *, steps: int | None = None,
-                 target_path: str | Path | None = None, device: str = "cpu",
-                 progress: bool = True) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path,
+    data: str | Path | OnlineData,
+    *,
+    steps: int | None = None,
+    target_path: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
     """Agreement per TTT step (and the weighted loss) of the run's latest checkpoint on `data`."""
     state = load_checkpoint(Path(run_dir))
     if state is None:
@@ -32,8 +38,14 @@ def evaluate_run(run_dir: str | Path, data: str | Path | OnlineData, *, steps: i
     cfg = TrainConfig.from_dict(state["config"])
     steps = steps or cfg.s_max
     precision = resolve_precision(cfg.precision, device)
-    source, _ = open_source(data, lambda t, avail: cfg.layer_ids, max_length=cfg.max_length, device=device,
-                            precision=precision, needed_by=f"run {run_dir}")
+    source, _ = open_source(
+        data,
+        lambda t, avail: cfg.layer_ids,
+        max_length=cfg.max_length,
+        device=device,
+        precision=precision,
+        needed_by=f"run {run_dir}",
+    )
     head = TargetHead.load(Path(target_path or source.target_path)).to(device)
     sup = Supervision.build(head, state["draft_to_target"].to(device), source.target.vocab_size)
     model = EDSDTrainDraft(EDSDDraftConfig.from_hf_dict(state["draft_config"], source=f"{run_dir} checkpoint"))
@@ -41,5 +53,4 @@ def evaluate_run(run_dir: str | Path, data: str | Path | OnlineData, *, steps: i
     model.to(device)
     samples = (source[i] for i in tqdm(range(len(source)), desc="evaluate", unit="sample", disable=not progress))
     data_name = str(data.tokens if isinstance(data, OnlineData) else data)
-    return {"run": str(run_dir), "capture": data_name, **agreement(model, samples, cfg, sup, steps, device,
-                                                                   precision)}
+    return {"run": str(run_dir), "capture": data_name, **agreement(model, samples, cfg, sup, steps, device, precision)}

@@ -17,16 +17,18 @@ from sglang_edsd.draft_config import EDSDDraftConfig
 from sglang_edsd.draft_io import vocab_maps, write_draft
 from sglang_edsd.edtrain.checkpoint import load_checkpoint
 from sglang_edsd.edtrain.model import EDSDTrainDraft
+from sglang_edsd.errors import EDSDError
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
-class ExportError(ValueError):
+class ExportError(EDSDError):
     """A run folder that cannot be exported; the message says why."""
 
 
-def export_draft(run_dir: str | Path, out_dir: str | Path, dtype: str = "bfloat16",
-                 target_path: str | Path | None = None) -> Path:
+def export_draft(
+    run_dir: str | Path, out_dir: str | Path, dtype: str = "bfloat16", target_path: str | Path | None = None
+) -> Path:
     """Write config.json + model.safetensors (weights, d2t, t2d) and verify by loading back."""
     if dtype not in DTYPES:
         raise ExportError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")

@@ -128,7 +128,9 @@ class DraftDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(t.hidden_size, t.rms_norm_eps)
         self.mlp = DraftMLP(t.hidden_size, t.intermediate_size)
 
-    def forward(self, embeds: torch.Tensor, hidden: torch.Tensor, positions: torch.Tensor, cache: TTTCache) -> torch.Tensor:
+    def forward(
+        self, embeds: torch.Tensor, hidden: torch.Tensor, positions: torch.Tensor, cache: TTTCache
+    ) -> torch.Tensor:
         x = torch.cat([self.input_layernorm(embeds), self.hidden_norm(hidden)], dim=-1)
         r = self.self_attn(x, positions, cache) + hidden
         return self.mlp(self.post_attention_layernorm(r)) + r
@@ -156,14 +158,21 @@ class EDSDTrainDraft(nn.Module):
             return self.edfuse(features, embeds)
         return self.fc(features)
 
-    def step(self, embeds: torch.Tensor, hidden: torch.Tensor, positions: torch.Tensor,
-             cache: TTTCache) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self, embeds: torch.Tensor, hidden: torch.Tensor, positions: torch.Tensor, cache: TTTCache
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One draft step: (logits over the draft vocab, aux hidden fed to the next step)."""
         aux = self.layers[0](embeds, hidden, positions, cache)
         return self.lm_head(self.norm(aux)), aux
 
-    def forward(self, features: torch.Tensor, input_ids: torch.Tensor, embed: torch.Tensor,
-                num_steps: int, seq_lens: list[int] | None = None) -> list[torch.Tensor]:
+    def forward(
+        self,
+        features: torch.Tensor,
+        input_ids: torch.Tensor,
+        embed: torch.Tensor,
+        num_steps: int,
+        seq_lens: list[int] | None = None,
+    ) -> list[torch.Tensor]:
         """Training-time test over one sequence, or several packed back to back (`seq_lens`):
         logits of steps 0..num_steps-1.
 
@@ -227,8 +236,13 @@ class EDSDTrainDraft(nn.Module):
         with torch.no_grad():
             for name, dst in plan.items():
                 _copy_checked(dst[:, d:], layer, name)
-            for name in ("self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
-                         "mlp.down_proj.weight", "post_attention_layernorm.weight"):
+            for name in (
+                "self_attn.o_proj.weight",
+                "mlp.gate_proj.weight",
+                "mlp.up_proj.weight",
+                "mlp.down_proj.weight",
+                "post_attention_layernorm.weight",
+            ):
                 _copy_checked(ours.get_parameter(name), layer, name)
             _copy_checked(ours.hidden_norm.weight, layer, "input_layernorm.weight")
 

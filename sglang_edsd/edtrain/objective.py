@@ -46,15 +46,23 @@ class Labels:
         for p in parts[:-1]:
             starts.append(starts[-1] + p.train.shape[0])
         return Labels(
-            torch.cat([p.probs for p in parts]), torch.cat([p.train for p in parts]),
-            torch.cat([p.scored for p in parts]), torch.cat([p.top1 for p in parts]),
+            torch.cat([p.probs for p in parts]),
+            torch.cat([p.train for p in parts]),
+            torch.cat([p.scored for p in parts]),
+            torch.cat([p.top1 for p in parts]),
             torch.cat([p.sample + k for k, p in enumerate(parts)]),
             torch.cat([p.end + s for s, p in zip(starts, parts)]),
         )
 
 
-def make_labels(target_logits: torch.Tensor, loss_mask: torch.Tensor, entropy: torch.Tensor,
-                top1: torch.Tensor, in_draft_vocab: torch.Tensor, mask_percent: float) -> Labels:
+def make_labels(
+    target_logits: torch.Tensor,
+    loss_mask: torch.Tensor,
+    entropy: torch.Tensor,
+    top1: torch.Tensor,
+    in_draft_vocab: torch.Tensor,
+    mask_percent: float,
+) -> Labels:
     """Build one sample's labels; positions whose target top-1 lies outside the draft vocabulary
     are not trained on (the draft can never propose that token; SpecForge does the same)."""
     n = loss_mask.shape[0]
@@ -62,8 +70,14 @@ def make_labels(target_logits: torch.Tensor, loss_mask: torch.Tensor, entropy: t
     is_label[:-1] = loss_mask[1:].bool()
     keep = mask_high_entropy(is_label, entropy, mask_percent)
     device = loss_mask.device
-    return Labels(torch.softmax(target_logits.float(), dim=-1), keep & in_draft_vocab[top1], is_label, top1,
-                  torch.zeros(n, dtype=torch.long, device=device), torch.full((n,), n, dtype=torch.long, device=device))
+    return Labels(
+        torch.softmax(target_logits.float(), dim=-1),
+        keep & in_draft_vocab[top1],
+        is_label,
+        top1,
+        torch.zeros(n, dtype=torch.long, device=device),
+        torch.full((n,), n, dtype=torch.long, device=device),
+    )
 
 
 @dataclass
@@ -99,8 +113,9 @@ def step_loss(logits: torch.Tensor, labels: Labels, step: int, draft_to_target: 
     return StepStats(loss, loss_sum, int(train.sum()), correct, int(scored.sum()))
 
 
-def unroll_loss(step_logits: list[torch.Tensor], labels: Labels, draft_to_target: torch.Tensor,
-                step_weight: float) -> tuple[torch.Tensor, list[StepStats]]:
+def unroll_loss(
+    step_logits: list[torch.Tensor], labels: Labels, draft_to_target: torch.Tensor, step_weight: float
+) -> tuple[torch.Tensor, list[StepStats]]:
     """Total loss sum_k step_weight**k * loss_k (EAGLE-3/SpecForge weighting) and per-step stats."""
     stats = [step_loss(lg, labels, k, draft_to_target) for k, lg in enumerate(step_logits)]
     total = sum(step_weight**k * s.loss for k, s in enumerate(stats))

@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from sglang_edsd.errors import EDSDError
+
 RECIPES = ("edsd", "eagle3")
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(EDSDError):
     """A training configuration that cannot run; the message names the field."""
 
 

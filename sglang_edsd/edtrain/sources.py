@@ -71,8 +71,9 @@ def resolve_precision(precision: str, device: str) -> str:
 class OnlineSource:
     """Token samples whose target features are computed when the trainer asks for them."""
 
-    def __init__(self, data: OnlineData, layer_ids: Sequence[int], max_length: int, device: str,
-                 precision: str) -> None:
+    def __init__(
+        self, data: OnlineData, layer_ids: Sequence[int], max_length: int, device: str, precision: str
+    ) -> None:
         self.target_path = Path(data.target)
         self.target = TargetInfo.from_path(self.target_path)
         self.layer_ids = check_layer_ids(layer_ids, self.target.num_hidden_layers)
@@ -82,8 +83,10 @@ class OnlineSource:
         for s in read_token_dataset(data.tokens):
             ids = torch.tensor(s["input_ids"][:max_length], dtype=torch.int32)
             if int(ids.max()) >= self.target.vocab_size:
-                raise CaptureError(f"{data.tokens}: sample {s['id']!r} holds token id {int(ids.max())}, outside the "
-                                   f"target vocabulary 0..{self.target.vocab_size - 1} (tokenized for another model?)")
+                raise CaptureError(
+                    f"{data.tokens}: sample {s['id']!r} holds token id {int(ids.max())}, outside the "
+                    f"target vocabulary 0..{self.target.vocab_size - 1} (tokenized for another model?)"
+                )
             self.sample_ids.append(s["id"])
             self._ids.append(ids)
             self._masks.append(torch.tensor(s["loss_mask"][:max_length], dtype=torch.bool))
@@ -102,12 +105,24 @@ class OnlineSource:
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         feats = run_target(self.model, self._ids[i].tolist(), self.layer_ids, self.storage)
-        return {**self.tokens(i), "entropy": feats["entropy"], "target_top1": feats["target_top1"].long(),
-                "final_hidden": feats["final_hidden"], "hidden": {j: feats[f"hidden.{j}"] for j in self.layer_ids}}
+        return {
+            **self.tokens(i),
+            "entropy": feats["entropy"],
+            "target_top1": feats["target_top1"].long(),
+            "final_hidden": feats["final_hidden"],
+            "hidden": {j: feats[f"hidden.{j}"] for j in self.layer_ids},
+        }
 
 
-def open_source(data: str | Path | OnlineData, resolve: Any, *, max_length: int, device: str, precision: str,
-                needed_by: str = "the training recipe") -> tuple[SampleSource, tuple[int, ...]]:
+def open_source(
+    data: str | Path | OnlineData,
+    resolve: Any,
+    *,
+    max_length: int,
+    device: str,
+    precision: str,
+    needed_by: str = "the training recipe",
+) -> tuple[SampleSource, tuple[int, ...]]:
     """The sample source for `data` and the layer ids `needed_by` reads (`resolve(target, available)`)."""
     if isinstance(data, OnlineData):
         ids = resolve(TargetInfo.from_path(Path(data.target)), None)

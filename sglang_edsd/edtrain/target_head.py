@@ -17,13 +17,14 @@ from safetensors import safe_open
 
 from sglang_edsd.draft_config import TargetInfo
 from sglang_edsd.edtrain.model import rms_norm
+from sglang_edsd.errors import EDSDError
 
 EMBED = "model.embed_tokens.weight"
 NORM = "model.norm.weight"
 LM_HEAD = "lm_head.weight"
 
 
-class TargetHeadError(ValueError):
+class TargetHeadError(EDSDError):
     """The target folder lacks a tensor the trainer needs; the message names it."""
 
 
@@ -91,4 +92,4 @@ def load_target_layer(target_path: str | Path, index: int) -> dict[str, torch.Te
         raise TargetHeadError(f"target {path} has decoder layers 0..{info.num_hidden_layers - 1}, not {index}")
     prefix = f"model.layers.{index}."
     where = _tensor_files(path)
-    return {name[len(prefix):]: _load(where, name, path).float() for name in where if name.startswith(prefix)}
+    return {name[len(prefix) :]: _load(where, name, path).float() for name in where if name.startswith(prefix)}

@@ -48,10 +48,14 @@ def resolve_layer_ids(cfg: TrainConfig, target: TargetInfo, available: list[int]
         ids = eagle3_layer_ids(target)
     if not ids:
         if available is None or len(available) != 2:
-            held = "online training runs only the layers it is given" if available is None else \
-                f"the capture holds {list(available)}"
-            raise TrainConfigError(f"EDSD needs two layer ids: {held}; pass --layer-ids "
-                                   "or --layers-from an EDSelect result")
+            held = (
+                "online training runs only the layers it is given"
+                if available is None
+                else f"the capture holds {list(available)}"
+            )
+            raise TrainConfigError(
+                f"EDSD needs two layer ids: {held}; pass --layer-ids or --layers-from an EDSelect result"
+            )
         ids = tuple(available)
     return ids
 
@@ -85,8 +89,15 @@ class Supervision:
 
 
 def new_stats(steps: int) -> dict[str, Any]:
-    return {"samples": 0, "tokens": 0, "seconds": 0.0, "loss_sum": [0.0] * steps, "trained": [0] * steps,
-            "correct": [0] * steps, "scored": [0] * steps}
+    return {
+        "samples": 0,
+        "tokens": 0,
+        "seconds": 0.0,
+        "loss_sum": [0.0] * steps,
+        "trained": [0] * steps,
+        "correct": [0] * steps,
+        "scored": [0] * steps,
+    }
 
 
 def add_step_stats(stats: dict[str, Any], step_stats: list) -> None:
@@ -102,8 +113,9 @@ def _reduce_stats(stats: dict[str, Any], world: int) -> dict[str, Any]:
     if world == 1:
         return stats
     keys = ["loss_sum", "trained", "correct", "scored"]
-    flat = torch.tensor([stats["samples"], stats["tokens"]] + [float(v) for k in keys for v in stats[k]],
-                        dtype=torch.float64)
+    flat = torch.tensor(
+        [stats["samples"], stats["tokens"]] + [float(v) for k in keys for v in stats[k]], dtype=torch.float64
+    )
     dist.all_reduce(flat)
     n = len(stats["loss_sum"])
     out = {"samples": int(flat[0]), "tokens": int(flat[1]), "seconds": stats["seconds"]}
@@ -112,15 +124,22 @@ def _reduce_stats(stats: dict[str, Any], world: int) -> dict[str, Any]:
     return out
 
 
-def _phase_record(phase: int, p: float, n: int, stats: dict[str, Any], step_weight: float,
-                  tokens_seen: int) -> dict[str, Any]:
+def _phase_record(
+    phase: int, p: float, n: int, stats: dict[str, Any], step_weight: float, tokens_seen: int
+) -> dict[str, Any]:
     step_loss = [s / max(t, 1) for s, t in zip(stats["loss_sum"], stats["trained"])]
     return {
-        "epoch": phase, "mask_percent": p, "num_steps": n, "samples": stats["samples"], "tokens": stats["tokens"],
-        "tokens_seen": tokens_seen, "seconds": round(stats["seconds"], 2),
+        "epoch": phase,
+        "mask_percent": p,
+        "num_steps": n,
+        "samples": stats["samples"],
+        "tokens": stats["tokens"],
+        "tokens_seen": tokens_seen,
+        "seconds": round(stats["seconds"], 2),
         "tokens_per_s": round(stats["tokens"] / max(stats["seconds"], 1e-9), 1),
         "loss": sum(step_weight**k * v for k, v in enumerate(step_loss)),
-        "loss_per_step": step_loss, "trained_tokens_per_step": [int(t) for t in stats["trained"]],
+        "loss_per_step": step_loss,
+        "trained_tokens_per_step": [int(t) for t in stats["trained"]],
         "acc_per_step": [c / max(s, 1) for c, s in zip(stats["correct"], stats["scored"])],
     }
 
@@ -132,8 +151,16 @@ def autocast(device: str, precision: str) -> Any:
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
-def batch_loss(model: torch.nn.Module, samples: list[dict[str, Any]], cfg: TrainConfig, sup: Supervision,
-               p_t: float, n_t: int, device: str, precision: str = "fp32") -> tuple[torch.Tensor, list]:
+def batch_loss(
+    model: torch.nn.Module,
+    samples: list[dict[str, Any]],
+    cfg: TrainConfig,
+    sup: Supervision,
+    p_t: float,
+    n_t: int,
+    device: str,
+    precision: str = "fp32",
+) -> tuple[torch.Tensor, list]:
     """The weighted TTT loss of a packed micro-batch (the sum of its samples' losses) and its
     per-step stats: the one training step of offline and online training, and evaluation."""
     feats, ids, labels, lens = [], [], [], []
@@ -143,17 +170,31 @@ def batch_loss(model: torch.nn.Module, samples: list[dict[str, Any]], cfg: Train
         ids.append(sample["input_ids"][:n].to(device))
         with torch.no_grad():
             target_logits = sup.head.final_norm(sample["final_hidden"][:n].to(device)) @ sup.lm_rows.T
-        labels.append(make_labels(target_logits, sample["loss_mask"][:n].to(device),
-                                  sample["entropy"][:n].to(device), sample["target_top1"][:n].to(device),
-                                  sup.in_vocab, p_t))
+        labels.append(
+            make_labels(
+                target_logits,
+                sample["loss_mask"][:n].to(device),
+                sample["entropy"][:n].to(device),
+                sample["target_top1"][:n].to(device),
+                sup.in_vocab,
+                p_t,
+            )
+        )
         lens.append(n)
     with autocast(device, precision):
         logits = model(torch.cat(feats), torch.cat(ids), sup.head.embed, n_t, lens)
     return unroll_loss(logits, Labels.cat(labels), sup.d2t, cfg.step_weight)
 
 
-def agreement(model: torch.nn.Module, samples: Iterable[dict[str, Any]], cfg: TrainConfig, sup: Supervision,
-              steps: int, device: str, precision: str = "fp32") -> dict[str, Any]:
+def agreement(
+    model: torch.nn.Module,
+    samples: Iterable[dict[str, Any]],
+    cfg: TrainConfig,
+    sup: Supervision,
+    steps: int,
+    device: str,
+    precision: str = "fp32",
+) -> dict[str, Any]:
     """Per-step top-1 agreement and loss on `samples`, no masking, no gradient.
 
     `tau_proxy` = 1 + a1 + a1*a2 + ... (a chain accepts step k only after steps 1..k-1), a quick
@@ -178,16 +219,31 @@ def agreement(model: torch.nn.Module, samples: Iterable[dict[str, Any]], cfg: Tr
     for a in agree:
         chain *= a
         tau_proxy += chain
-    return {"samples": count, "steps": steps, "agreement_per_step": agree,
-            "loss_per_step": [s / max(t, 1) for s, t in zip(stats["loss_sum"], stats["trained"])],
-            "scored_per_step": stats["scored"], "tau_proxy": tau_proxy,
-            "vocab_coverage": covered / max(total, 1)}
+    return {
+        "samples": count,
+        "steps": steps,
+        "agreement_per_step": agree,
+        "loss_per_step": [s / max(t, 1) for s, t in zip(stats["loss_sum"], stats["trained"])],
+        "scored_per_step": stats["scored"],
+        "tau_proxy": tau_proxy,
+        "vocab_coverage": covered / max(total, 1),
+    }
 
 
-def train(cfg: TrainConfig, data: str | Path | OnlineData, out_dir: str | Path, *,
-          target_path: str | Path | None = None, draft_vocab: str | Path | None = None, device: str | None = None,
-          progress: bool = True, stop_after_steps: int | None = None, export: bool = True,
-          heldout: str | Path | OnlineData | None = None, eval_every: int = 0) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig,
+    data: str | Path | OnlineData,
+    out_dir: str | Path,
+    *,
+    target_path: str | Path | None = None,
+    draft_vocab: str | Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    stop_after_steps: int | None = None,
+    export: bool = True,
+    heldout: str | Path | OnlineData | None = None,
+    eval_every: int = 0,
+) -> dict[str, Any]:
     """Train (or resume) a draft into `out_dir` from a capture folder or `OnlineData`; returns the
     run summary.
 
@@ -201,8 +257,13 @@ def train(cfg: TrainConfig, data: str | Path | OnlineData, out_dir: str | Path, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = replace(cfg, precision=resolve_precision(cfg.precision, device))
-    source, layer_ids = open_source(data, lambda t, avail: resolve_layer_ids(cfg, t, avail),
-                                    max_length=cfg.max_length, device=device, precision=cfg.precision)
+    source, layer_ids = open_source(
+        data,
+        lambda t, avail: resolve_layer_ids(cfg, t, avail),
+        max_length=cfg.max_length,
+        device=device,
+        precision=cfg.precision,
+    )
     cfg = replace(cfg, layer_ids=layer_ids)
     cfg.validate()
     target_path = Path(target_path or source.target_path)
@@ -213,10 +274,14 @@ def train(cfg: TrainConfig, data: str | Path | OnlineData, out_dir: str | Path, 
         d2t = state["draft_to_target"]
     else:
         d2t = draft_vocab_from_data(source, cfg.draft_vocab_size, draft_vocab)
-    dcfg = EDSDDraftConfig(target=source.target, layer_ids=cfg.layer_ids,
-                           expansion_size=parse_expansion(cfg.expansion, source.target),
-                           draft_vocab_size=cfg.draft_vocab_size, token_layernorm=cfg.token_layernorm,
-                           input_module=cfg.input_module)
+    dcfg = EDSDDraftConfig(
+        target=source.target,
+        layer_ids=cfg.layer_ids,
+        expansion_size=parse_expansion(cfg.expansion, source.target),
+        draft_vocab_size=cfg.draft_vocab_size,
+        token_layernorm=cfg.token_layernorm,
+        input_module=cfg.input_module,
+    )
     dcfg.check_target(TargetInfo.from_path(target_path))
     sup = Supervision.build(head.to(device), d2t.to(device), source.target.vocab_size)
     model = EDSDTrainDraft(dcfg)
@@ -243,16 +308,32 @@ def train(cfg: TrainConfig, data: str | Path | OnlineData, out_dir: str | Path, 
 
     def snapshot() -> None:
         if rank == 0:
-            save_checkpoint(out, {"config": cfg.to_dict(), "draft_config": dcfg.to_hf_dict(), "draft_to_target": d2t,
-                                  "world_size": world, "epoch": epoch, "position": pos, "tokens_seen": tokens_seen,
-                                  "stats": stats, "history": history, "evals": evals,
-                                  "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                                  "optimizer": opt.state_dict()})
+            save_checkpoint(
+                out,
+                {
+                    "config": cfg.to_dict(),
+                    "draft_config": dcfg.to_hf_dict(),
+                    "draft_to_target": d2t,
+                    "world_size": world,
+                    "epoch": epoch,
+                    "position": pos,
+                    "tokens_seen": tokens_seen,
+                    "stats": stats,
+                    "history": history,
+                    "evals": evals,
+                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "optimizer": opt.state_dict(),
+                },
+            )
 
     def evaluate_heldout() -> None:
         if heldout_samples is not None and (not evals or evals[-1]["tokens_seen"] != tokens_seen):
-            evals.append({"tokens_seen": tokens_seen, **agreement(model, heldout_samples, cfg, sup, cfg.s_max,
-                                                                  device, cfg.precision)})
+            evals.append(
+                {
+                    "tokens_seen": tokens_seen,
+                    **agreement(model, heldout_samples, cfg, sup, cfg.s_max, device, cfg.precision),
+                }
+            )
             _write_jsonl(out / "evals.jsonl", evals)
             plot_evals(evals, out / "heldout.png")
 
@@ -273,9 +354,10 @@ def train(cfg: TrainConfig, data: str | Path | OnlineData, out_dir: str | Path, 
         mine = group[rank::world]
         t0 = time.perf_counter()
         for j, batch in enumerate(mine):
-            with (nullcontext() if j == len(mine) - 1 or world == 1 else ddp.no_sync()):
-                loss, step_stats = batch_loss(ddp, [source[i] for i in batch], cfg, sup, p_t, n_t, device,
-                                              cfg.precision)
+            with nullcontext() if j == len(mine) - 1 or world == 1 else ddp.no_sync():
+                loss, step_stats = batch_loss(
+                    ddp, [source[i] for i in batch], cfg, sup, p_t, n_t, device, cfg.precision
+                )
                 (loss / (len(batch) * len(mine))).backward()
             add_step_stats(stats, step_stats)
             stats["samples"] += len(batch)
@@ -294,14 +376,15 @@ def train(cfg: TrainConfig, data: str | Path | OnlineData, out_dir: str | Path, 
             epoch, pos = epoch + 1, 0
             batches = epoch_batches(lengths, world, cfg.seed, epoch, cfg.batch_tokens)
         if phase_of(epoch, tokens_seen) != phase or finished(epoch, tokens_seen):
-            history.append(_phase_record(phase, p_t, n_t, _reduce_stats(stats, world), cfg.step_weight,
-                                         tokens_seen))
+            history.append(_phase_record(phase, p_t, n_t, _reduce_stats(stats, world), cfg.step_weight, tokens_seen))
             stats = None
             if rank == 0:
                 _write_jsonl(out / "history.jsonl", history)
                 h = history[-1]
-                bar.write(f"phase {h['epoch'] + 1}: loss {h['loss']:.4f}, top-1 agreement per step "
-                          f"{[round(a, 3) for a in h['acc_per_step']]}, {h['tokens_per_s']} tokens/s")
+                bar.write(
+                    f"phase {h['epoch'] + 1}: loss {h['loss']:.4f}, top-1 agreement per step "
+                    f"{[round(a, 3) for a in h['acc_per_step']]}, {h['tokens_per_s']} tokens/s"
+                )
         if eval_every and tokens_seen // eval_every != (tokens_seen - step_tokens) // eval_every:
             evaluate_heldout()
         if stats is None or (cfg.checkpoint_every and steps_done % cfg.checkpoint_every == 0):
@@ -313,15 +396,23 @@ def train(cfg: TrainConfig, data: str | Path | OnlineData, out_dir: str | Path, 
     bar.close()
     evaluate_heldout()
     snapshot()
-    summary = {"stopped": False, "run_dir": str(out), "history": history, "config": cfg.to_dict(),
-               "tokens_seen": tokens_seen, "train_seconds": round(sum(h["seconds"] for h in history), 2)}
+    summary = {
+        "stopped": False,
+        "run_dir": str(out),
+        "history": history,
+        "config": cfg.to_dict(),
+        "tokens_seen": tokens_seen,
+        "train_seconds": round(sum(h["seconds"] for h in history), 2),
+    }
     if evals:
         summary["heldout"] = evals[-1]
     if rank == 0:
         plot_history(history, out / "curves.png")
         if export:
             summary["draft"] = str(export_draft(out, out / "draft", target_path=target_path))
-        (out / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2) + "\n")
+        (out / "summary.json").write_text(
+            json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2) + "\n"
+        )
     if world > 1:
         dist.barrier()
     return summary
@@ -329,19 +420,29 @@ def train(cfg: TrainConfig, data: str | Path | OnlineData, out_dir: str | Path, 
 
 def _heldout_samples(heldout: str | Path | OnlineData, cfg: TrainConfig, device: str) -> list[dict[str, Any]]:
     """Held-out samples with their target features, computed once and kept in memory."""
-    held, _ = open_source(heldout, lambda t, avail: cfg.layer_ids, max_length=cfg.max_length, device=device,
-                          precision=cfg.precision, needed_by="the held-out evaluation")
+    held, _ = open_source(
+        heldout,
+        lambda t, avail: cfg.layer_ids,
+        max_length=cfg.max_length,
+        device=device,
+        precision=cfg.precision,
+        needed_by="the held-out evaluation",
+    )
     return [held[i] for i in tqdm(range(len(held)), desc="held-out features", unit="sample", leave=False)]
 
 
 def _check_resume(state: dict[str, Any], cfg: TrainConfig, world: int, out: Path) -> None:
     if state["config"] != cfg.to_dict():
         changed = sorted(k for k, v in cfg.to_dict().items() if state["config"].get(k) != v)
-        raise TrainConfigError(f"{out} holds a run with a different config (fields {changed}); "
-                               "use a new --out folder or the same settings to resume")
+        raise TrainConfigError(
+            f"{out} holds a run with a different config (fields {changed}); "
+            "use a new --out folder or the same settings to resume"
+        )
     if state["world_size"] != world:
-        raise TrainConfigError(f"{out} was trained with {state['world_size']} process(es), now {world}: "
-                               "resume with the same world size (the data order depends on it)")
+        raise TrainConfigError(
+            f"{out} was trained with {state['world_size']} process(es), now {world}: "
+            "resume with the same world size (the data order depends on it)"
+        )
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -27,5 +27,7 @@ def draft_vocab_from_data(reader: SampleSource, size: int, vocab_file: str | Pat
     if d2t is None or d2t.ndim != 1 or d2t.numel() != size:
         raise TrainConfigError(f"{path}: expected a 'draft_to_target' tensor of {size} ids (the --draft-vocab-size)")
     if not bool((d2t[1:] > d2t[:-1]).all()) or int(d2t.max()) >= reader.target.vocab_size or int(d2t.min()) < 0:
-        raise TrainConfigError(f"{path}: draft_to_target must be distinct ascending target ids < {reader.target.vocab_size}")
+        raise TrainConfigError(
+            f"{path}: draft_to_target must be distinct ascending target ids < {reader.target.vocab_size}"
+        )
     return d2t.long()

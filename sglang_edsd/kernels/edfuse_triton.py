@@ -55,8 +55,15 @@ _LAYERNORM_TILE = 2048
 
 @triton.jit
 def _layernorm_kernel(
-    x_ptr, w_ptr, b_ptr, out_ptr, n_rows, n_cols, eps,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    out_ptr,
+    n_rows,
+    n_cols,
+    eps,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
@@ -88,8 +95,13 @@ INTERPRETED = isinstance(_layernorm_kernel, InterpretedFunction)
 KERNEL_DEVICE_TYPE = "cpu" if INTERPRETED else "cuda"
 
 
-def _check(name: str, t: object, shape: tuple[int, ...] | None = None,
-           dtype: torch.dtype | None = None, device: torch.device | None = None) -> torch.Tensor:
+def _check(
+    name: str,
+    t: object,
+    shape: tuple[int, ...] | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor:
     """Metadata-only checks (no host sync), so they are safe under CUDA-graph capture."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -101,15 +113,16 @@ def _check(name: str, t: object, shape: tuple[int, ...] | None = None,
         raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {shape}")
     if device is None and t.device.type != KERNEL_DEVICE_TYPE:
         mode = "TRITON_INTERPRET=1 (CPU)" if INTERPRETED else "compiled Triton (CUDA)"
-        raise ValueError(f"{name} is on {t.device}; kernels run in {mode} mode and need "
-                         f"{KERNEL_DEVICE_TYPE} tensors")
+        raise ValueError(f"{name} is on {t.device}; kernels run in {mode} mode and need {KERNEL_DEVICE_TYPE} tensors")
     if device is not None and t.device != device:
         raise ValueError(f"{name} is on {t.device}, expected {device}")
     if not t.is_contiguous():
         raise ValueError(f"{name} must be contiguous (call .contiguous() first)")
     if t.requires_grad and torch.is_grad_enabled():
-        raise RuntimeError(f"{name} requires grad; these kernels are inference-only "
-                           "(run under torch.no_grad() or torch.inference_mode())")
+        raise RuntimeError(
+            f"{name} requires grad; these kernels are inference-only "
+            "(run under torch.no_grad() or torch.inference_mode())"
+        )
     return t
 
 
@@ -123,8 +136,9 @@ def _check_out(out: torch.Tensor, inputs: dict[str, torch.Tensor]) -> None:
             raise ValueError(f"out partially overlaps {name}; use a separate buffer or {name} itself")
 
 
-def layernorm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5,
-              *, out: torch.Tensor | None = None) -> torch.Tensor:
+def layernorm(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5, *, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """LayerNorm over the last dim of a contiguous (..., d) tensor, output in x's dtype.
 
     Weight and bias may be any supported dtype (e.g. fp32 params with bf16 activations).
@@ -150,14 +164,21 @@ def layernorm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: fl
     block_m = min(max(1, _LAYERNORM_TILE // block_n), triton.next_power_of_2(n_rows))
     num_warps = min(16, max(1, block_m * block_n // 512))
     _layernorm_kernel[(triton.cdiv(n_rows, block_m),)](
-        x, weight, bias, out, n_rows, n_cols, float(eps),
-        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+        x,
+        weight,
+        bias,
+        out,
+        n_rows,
+        n_cols,
+        float(eps),
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        num_warps=num_warps,
     )
     return out
 
 
-def silu_mul(gate_pre: torch.Tensor, up_pre: torch.Tensor, *,
-             out: torch.Tensor | None = None) -> torch.Tensor:
+def silu_mul(gate_pre: torch.Tensor, up_pre: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
     """SiLU(gate_pre) * up_pre in one pass, output in the inputs' dtype.
 
     `out` may be `gate_pre` or `up_pre` itself (in-place join). With `out` given nothing is
@@ -174,7 +195,12 @@ def silu_mul(gate_pre: torch.Tensor, up_pre: torch.Tensor, *,
     if n == 0:
         return out
     _silu_mul_kernel[(triton.cdiv(n, _SILU_MUL_BLOCK),)](
-        gate_pre, up_pre, out, n, BLOCK=_SILU_MUL_BLOCK, num_warps=8,
+        gate_pre,
+        up_pre,
+        out,
+        n,
+        BLOCK=_SILU_MUL_BLOCK,
+        num_warps=8,
     )
     return out
 
@@ -201,8 +227,9 @@ def fused_edfuse_forward(module: EDFuse, features: torch.Tensor, embeds: torch.T
     `edfuse_token_stream` on a side stream and `edfuse_join` after it.
     """
     if features.shape[:-1] != embeds.shape[:-1]:
-        raise ValueError(f"features {tuple(features.shape)} and embeds {tuple(embeds.shape)} "
-                         "must share leading (token) dims")
+        raise ValueError(
+            f"features {tuple(features.shape)} and embeds {tuple(embeds.shape)} must share leading (token) dims"
+        )
     if features.shape[-1] != module.gate.in_features:
         raise ValueError(f"features width {features.shape[-1]} != gate input {module.gate.in_features}")
     if embeds.shape[-1] != module.up.in_features:

@@ -9,7 +9,8 @@ with the variable masked for EDSD and keeps SGLang's real condition (no multi-la
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 ANCHOR = 'cfg.speculative_algorithm not in ("EAGLE", "EAGLE3", "DSPARK")'
 TARGET = "sglang.srt.arg_groups.speculative_hook.handle_speculative_decoding"

@@ -22,6 +22,15 @@ from sglang_edsd.prompts.contamination import (
 from sglang_edsd.prompts.sources import PromptError, gsm8k_final_answer
 
 __all__ = [
-    "ALL_TASKS", "PromptError", "build_prompt_sets", "filter_contaminated", "find_contamination",
-    "gsm8k_final_answer", "load_prompts", "load_user_prompts", "normalise", "select_subset", "write_prompts",
+    "ALL_TASKS",
+    "PromptError",
+    "build_prompt_sets",
+    "filter_contaminated",
+    "find_contamination",
+    "gsm8k_final_answer",
+    "load_prompts",
+    "load_user_prompts",
+    "normalise",
+    "select_subset",
+    "write_prompts",
 ]

@@ -47,8 +47,9 @@ def write_prompts(records: Iterable[dict[str, Any]], path: str | Path) -> Path:
     return path
 
 
-def build_prompt_sets(out_dir: str | Path, tasks: Iterable[str] = ALL_TASKS, num_per_task: int | None = None,
-                      seed: int = 0) -> dict[str, Path]:
+def build_prompt_sets(
+    out_dir: str | Path, tasks: Iterable[str] = ALL_TASKS, num_per_task: int | None = None, seed: int = 0
+) -> dict[str, Path]:
     """Write ``<out_dir>/<task>.jsonl`` for each task; returns {task: path}."""
     tasks = list(tasks)
     unknown = [t for t in tasks if t not in LOADERS]
@@ -119,8 +120,9 @@ def _turns(row: Mapping[str, Any], where: str) -> tuple[list[str], str | None, A
     return user, (system[0] if system else None), (replies or None)
 
 
-def load_user_prompts(path: str | Path, task_name: str, columns: Mapping[str, str] | None = None,
-                      split: str | None = None) -> list[dict[str, Any]]:
+def load_user_prompts(
+    path: str | Path, task_name: str, columns: Mapping[str, str] | None = None, split: str | None = None
+) -> list[dict[str, Any]]:
     """A user's jsonl file or HF dataset folder -> prompt records of task `task_name`.
 
     `columns` maps our fields (id, turns, prompt, messages, reference) to the input's column
@@ -154,9 +156,14 @@ def load_user_prompts(path: str | Path, task_name: str, columns: Mapping[str, st
         if rid in seen:
             raise PromptError(f"{where}: duplicate id {rid!r} (first at {seen[rid]})")
         seen[rid] = where
-        record = {"id": rid, "task": task_name, "turns": turns,
-                  "reference": row["reference"] if row["reference"] is not None else replies,
-                  "source": str(path), "meta": {}}
+        record = {
+            "id": rid,
+            "task": task_name,
+            "turns": turns,
+            "reference": row["reference"] if row["reference"] is not None else replies,
+            "source": str(path),
+            "meta": {},
+        }
         if system is not None:
             record["system"] = system
         records.append(record)

@@ -111,7 +111,7 @@ class _PromptIndex:
             run = run + 1 if s in hits else 0
             if run > length:
                 start, length = p - run + 1, run
-        return " ".join([*shingles[start], *(s[-1] for s in shingles[start + 1:start + length])])
+        return " ".join([*shingles[start], *(s[-1] for s in shingles[start + 1 : start + length])])
 
 
 def _training_records(path: Path) -> Iterator[tuple[int, str, list[tuple[int, str]], str]]:
@@ -138,8 +138,9 @@ def _parse_training_lines(path: Path, lines: Iterable[str]) -> Iterator[tuple[in
         key = "messages" if record.get("messages") is not None else "conversations"
         turns = record.get(key)
         if not isinstance(turns, list):
-            raise PromptError(f"{where}: record needs a 'conversations' or 'messages' list "
-                              f"(keys: {sorted(record)[:8]})")
+            raise PromptError(
+                f"{where}: record needs a 'conversations' or 'messages' list (keys: {sorted(record)[:8]})"
+            )
         user = []
         for k, turn in enumerate(turns):
             role, text = message_text(turn, f"{where}: turn {k}")
@@ -149,8 +150,9 @@ def _parse_training_lines(path: Path, lines: Iterable[str]) -> Iterator[tuple[in
         yield line_no, (f"{path.stem}-{index}" if rid is None else str(rid)), user, line
 
 
-def find_contamination(train_jsonl_paths: str | Path | Iterable[str | Path], prompt_records: Iterable[dict[str, Any]],
-                       min_chars: int = 40) -> list[dict[str, Any]]:
+def find_contamination(
+    train_jsonl_paths: str | Path | Iterable[str | Path], prompt_records: Iterable[dict[str, Any]], min_chars: int = 40
+) -> list[dict[str, Any]]:
     """Every (training conversation, evaluation turn) pair that matches, strongest match per pair.
 
     Each match: train_file, train_line, train_id, train_turn, prompt_id, task, prompt_turn,
@@ -169,15 +171,27 @@ def find_contamination(train_jsonl_paths: str | Path | Iterable[str | Path], pro
                         best[k] = (kind, frac, matched, turn_no)
             for k, (kind, frac, matched, turn_no) in sorted(best.items()):
                 t = index.turns[k]
-                matches.append({"train_file": str(path), "train_line": line_no, "train_id": conv_id,
-                                "train_turn": turn_no, "prompt_id": t.prompt_id, "task": t.task,
-                                "prompt_turn": t.turn, "kind": kind, "overlap": frac, "matched_text": matched,
-                                "prompt_text": t.text})
+                matches.append(
+                    {
+                        "train_file": str(path),
+                        "train_line": line_no,
+                        "train_id": conv_id,
+                        "train_turn": turn_no,
+                        "prompt_id": t.prompt_id,
+                        "task": t.task,
+                        "prompt_turn": t.turn,
+                        "kind": kind,
+                        "overlap": frac,
+                        "matched_text": matched,
+                        "prompt_text": t.text,
+                    }
+                )
     return matches
 
 
-def filter_contaminated(in_path: str | Path, out_path: str | Path, prompt_records: Iterable[dict[str, Any]],
-                        min_chars: int = 40) -> dict[str, Any]:
+def filter_contaminated(
+    in_path: str | Path, out_path: str | Path, prompt_records: Iterable[dict[str, Any]], min_chars: int = 40
+) -> dict[str, Any]:
     """Write `in_path` minus every flagged conversation to `out_path` (lines kept byte for byte).
 
     The returned stats (counts, removed ids, conversations per task, every match) are also
@@ -198,12 +212,22 @@ def filter_contaminated(in_path: str | Path, out_path: str | Path, prompt_record
                 f.write(line if line.endswith("\n") else line + "\n")
     tmp.replace(out_path)
     by_task = Counter(task for task, _ in {(m["task"], m["train_line"]) for m in matches})
-    stats = {"input": str(in_path), "output": str(out_path), "total": total, "removed": len(flagged),
-             "kept": total - len(flagged), "removed_ids": list(flagged.values()),
-             "conversations_by_task": dict(sorted(by_task.items())),
-             "prompts_matched": len({m["prompt_id"] for m in matches}), "num_matches": len(matches),
-             "report": str(out_path.with_name(out_path.name + ".contamination.json")), "matches": matches}
+    stats = {
+        "input": str(in_path),
+        "output": str(out_path),
+        "total": total,
+        "removed": len(flagged),
+        "kept": total - len(flagged),
+        "removed_ids": list(flagged.values()),
+        "conversations_by_task": dict(sorted(by_task.items())),
+        "prompts_matched": len({m["prompt_id"] for m in matches}),
+        "num_matches": len(matches),
+        "report": str(out_path.with_name(out_path.name + ".contamination.json")),
+        "matches": matches,
+    }
     Path(stats["report"]).write_text(json.dumps(stats, indent=1, ensure_ascii=False) + "\n")
-    print(f"decontaminate: removed {len(flagged)} of {total} conversations from {in_path} "
-          f"(matches in {stats['report']})", file=sys.stderr)
+    print(
+        f"decontaminate: removed {len(flagged)} of {total} conversations from {in_path} (matches in {stats['report']})",
+        file=sys.stderr,
+    )
     return stats

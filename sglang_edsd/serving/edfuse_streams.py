@@ -73,7 +73,8 @@ class EDFuseRunner:
 
     def _autograd_records(self, features: torch.Tensor, embeds: torch.Tensor) -> bool:
         return torch.is_grad_enabled() and (
-            features.requires_grad or embeds.requires_grad or any(p.requires_grad for p in self.params))
+            features.requires_grad or embeds.requires_grad or any(p.requires_grad for p in self.params)
+        )
 
     def _token_stream(self, embeds: torch.Tensor) -> torch.Tensor:
         if self.use_triton:

@@ -38,13 +38,18 @@ class EntropyTrace:
         value = os.environ.get(ENV, "").strip()
         return cls(Path(value)) if value else None
 
-    def write(self, reqs: list[Any], draft_entropy: torch.Tensor, target_entropy: torch.Tensor,
-              accepted: torch.Tensor) -> None:
+    def write(
+        self, reqs: list[Any], draft_entropy: torch.Tensor, target_entropy: torch.Tensor, accepted: torch.Tensor
+    ) -> None:
         """draft_entropy, target_entropy [B, S]; accepted [B] accepted draft tokens per request."""
         d, t, a = draft_entropy.tolist(), target_entropy.tolist(), accepted.tolist()
         for i, req in enumerate(reqs):
-            record = {"rid": str(req.rid), "draft_entropy": [round(x, 4) for x in d[i]],
-                      "target_entropy": [round(x, 4) for x in t[i]], "accepted": int(a[i])}
+            record = {
+                "rid": str(req.rid),
+                "draft_entropy": [round(x, 4) for x in d[i]],
+                "target_entropy": [round(x, 4) for x in t[i]],
+                "accepted": int(a[i]),
+            }
             self.file.write(json.dumps(record) + "\n")
         self.file.flush()
 

@@ -34,12 +34,18 @@ def local_draft_folder(path: str, revision: str | None, download_dir: str | None
         try:
             folders.add(download_weights_from_hf(path, download_dir, list(patterns), revision))
         except (OSError, ValueError, EntryNotFoundError) as e:
-            where = ("not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
-                     if huggingface_hub.constants.HF_HUB_OFFLINE else "not fetchable from the Hugging Face Hub")
-            raise DraftConfigError(f"draft {path!r} is not a local folder and is {where} "
-                                   f"({type(e).__name__}: {e})") from None
+            where = (
+                "not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
+                if huggingface_hub.constants.HF_HUB_OFFLINE
+                else "not fetchable from the Hugging Face Hub"
+            )
+            raise DraftConfigError(
+                f"draft {path!r} is not a local folder and is {where} ({type(e).__name__}: {e})"
+            ) from None
     if len(folders) != 1:
-        raise DraftConfigError(f"draft {path!r}: its config and weights resolved to different folders {sorted(folders)}")
+        raise DraftConfigError(
+            f"draft {path!r}: its config and weights resolved to different folders {sorted(folders)}"
+        )
     return Path(folders.pop())
 
 

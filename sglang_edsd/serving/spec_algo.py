@@ -45,9 +45,9 @@ _BORROWED_FROM_EAGLE = (
 # Public methods of SGLang's EAGLE3 where EDSD deliberately answers differently.
 DIFFERS_FROM_EAGLE3 = {
     "handle_server_args": "EDSD's depth-4 chain default, its refusals and CPU draft backend, "
-                          "then SGLang's own EAGLE-family handling",
+    "then SGLang's own EAGLE-family handling",
     "create_worker": "CustomSpecAlgo.create_worker -> edsd_worker_factory: EAGLE V2 worker or its "
-                     "EASD variant; multi-layer EAGLE is refused in handle_server_args",
+    "EASD variant; multi-layer EAGLE is refused in handle_server_args",
 }
 
 
@@ -75,7 +75,11 @@ class EDSDSpecAlgo(CustomSpecAlgo):
             )
         if sa.enable_multi_layer_eagle:
             raise ValueError("EDSD drafts have one decoder layer; --enable-multi-layer-eagle is not supported")
-        if sa.speculative_num_steps is None and sa.speculative_eagle_topk is None and sa.speculative_num_draft_tokens is None:
+        if (
+            sa.speculative_num_steps is None
+            and sa.speculative_eagle_topk is None
+            and sa.speculative_num_draft_tokens is None
+        ):
             sa.speculative_num_steps, sa.speculative_eagle_topk = DEFAULT_STEPS, DEFAULT_TOPK
             sa.speculative_num_draft_tokens = DEFAULT_DRAFT_TOKENS
         else:

@@ -34,7 +34,12 @@ def copy_all_layer_kv_cache(buffers, tgt_loc, src_loc):
     grid = (len(buffers), triton.cdiv(int(strides.max()), bytes_per_tile))
     num = tgt_loc.numel()
     copy_all_layer_kv_cache_tiled[grid](
-        data_ptrs, strides, tgt_loc, src_loc, num, next_power_of_2(num),
+        data_ptrs,
+        strides,
+        tgt_loc,
+        src_loc,
+        num,
+        next_power_of_2(num),
         BYTES_PER_TILE=bytes_per_tile,
     )
     return {"buffers": buffers}
@@ -44,46 +49,54 @@ def assign_draft_cache_locs_contiguous(req_pool_indices, req_to_token, seq_lens,
     bs = seq_lens.numel()
     out = torch.full((bs * topk * num_steps,), -7, dtype=torch.int64)
     cache_locs.assign_draft_cache_locs_contiguous[(bs,)](
-        req_pool_indices, req_to_token, seq_lens, out, req_to_token.shape[1], topk, num_steps,
+        req_pool_indices,
+        req_to_token,
+        seq_lens,
+        out,
+        req_to_token.shape[1],
+        topk,
+        num_steps,
         BS=bs,
     )
     return {"out_cache_loc": out}
 
 
-def assign_extend_cache_locs(
-    req_pool_indices, req_to_token, start_offset, end_offset, out_cache_loc
-):
+def assign_extend_cache_locs(req_pool_indices, req_to_token, start_offset, end_offset, out_cache_loc):
     bs = req_pool_indices.numel()
     cache_locs.assign_extend_cache_locs[(bs,)](
-        req_pool_indices, req_to_token, start_offset, end_offset, out_cache_loc,
-        req_to_token.shape[1], next_power_of_2(bs),
+        req_pool_indices,
+        req_to_token,
+        start_offset,
+        end_offset,
+        out_cache_loc,
+        req_to_token.shape[1],
+        next_power_of_2(bs),
     )
     return {"out_cache_loc": out_cache_loc}
 
 
-def assign_req_to_token_pool_oracle(
-    req_pool_indices, req_to_token, start_offset, end_offset, out_cache_loc
-):
+def assign_req_to_token_pool_oracle(req_pool_indices, req_to_token, start_offset, end_offset, out_cache_loc):
     bs = req_pool_indices.numel()
     assign_req_to_token_pool[(bs,)](
-        req_pool_indices, req_to_token, start_offset, end_offset, out_cache_loc,
-        req_to_token.shape[1], next_power_of_2(bs),
+        req_pool_indices,
+        req_to_token,
+        start_offset,
+        end_offset,
+        out_cache_loc,
+        req_to_token.shape[1],
+        next_power_of_2(bs),
     )
     return {"req_to_token": req_to_token}
 
 
 def fill_bonus_tokens(accept_tokens, accept_lens, bonus_tokens, accept_stride):
-    eagle.fill_bonus_tokens[(accept_lens.numel(),)](
-        accept_tokens, accept_lens, bonus_tokens, accept_stride
-    )
+    eagle.fill_bonus_tokens[(accept_lens.numel(),)](accept_tokens, accept_lens, bonus_tokens, accept_stride)
     return {"bonus_tokens": bonus_tokens}
 
 
 def fill_accept_out_cache_loc(accept_index, out_cache_loc, accept_out_cache_loc):
     size = accept_index.numel()
-    eagle.fill_accept_out_cache_loc[(size,)](
-        accept_index, out_cache_loc, accept_out_cache_loc, next_power_of_2(size)
-    )
+    eagle.fill_accept_out_cache_loc[(size,)](accept_index, out_cache_loc, accept_out_cache_loc, next_power_of_2(size))
     return {"accept_out_cache_loc": accept_out_cache_loc}
 
 
@@ -91,42 +104,84 @@ def draft_decode_kv_indices(req_pool_indices, req_to_token, seq_lens, topk, num_
     """generate_draft_decode_kv_indices as the flashinfer backend launches it; returns the
     last draft step's kv_indices / kv_indptr (one row per request x candidate)."""
     bs = seq_lens.numel()
-    kv_indices = torch.full(
-        (num_steps, int(seq_lens.sum()) * topk + bs * topk * num_steps), -1, dtype=torch.int64
-    )
+    kv_indices = torch.full((num_steps, int(seq_lens.sum()) * topk + bs * topk * num_steps), -1, dtype=torch.int64)
     kv_indptr = torch.zeros((num_steps, bs * topk + 1), dtype=torch.int64)
     cache_locs.generate_draft_decode_kv_indices[(num_steps, bs, topk)](
-        req_pool_indices, req_to_token, seq_lens, kv_indices, kv_indptr,
-        seq_lens.repeat_interleave(topk), req_to_token.shape[1],
-        kv_indices.shape[1], kv_indptr.shape[1],
-        next_power_of_2(bs), next_power_of_2(num_steps), next_power_of_2(bs * topk), 1,
+        req_pool_indices,
+        req_to_token,
+        seq_lens,
+        kv_indices,
+        kv_indptr,
+        seq_lens.repeat_interleave(topk),
+        req_to_token.shape[1],
+        kv_indices.shape[1],
+        kv_indptr.shape[1],
+        next_power_of_2(bs),
+        next_power_of_2(num_steps),
+        next_power_of_2(bs * topk),
+        1,
     )
     return {"kv_indices": kv_indices[-1], "kv_indptr": kv_indptr[-1]}
 
 
-def build_tree(parent_list, selected_index, verified_seq_len, tree_mask, positions,
-               retrive_index, retrive_next_token, retrive_next_sibling,
-               topk, depth, draft_token_num, tree_mask_mode):
+def build_tree(
+    parent_list,
+    selected_index,
+    verified_seq_len,
+    tree_mask,
+    positions,
+    retrive_index,
+    retrive_next_token,
+    retrive_next_sibling,
+    topk,
+    depth,
+    draft_token_num,
+    tree_mask_mode,
+):
     spec_tree.sgl_build_tree_kernel_triton(
-        parent_list, selected_index, verified_seq_len, tree_mask, positions,
-        retrive_index, retrive_next_token, retrive_next_sibling,
-        topk, depth, draft_token_num, spec_tree.TreeMaskMode(tree_mask_mode),
+        parent_list,
+        selected_index,
+        verified_seq_len,
+        tree_mask,
+        positions,
+        retrive_index,
+        retrive_next_token,
+        retrive_next_sibling,
+        topk,
+        depth,
+        draft_token_num,
+        spec_tree.TreeMaskMode(tree_mask_mode),
     )
     return {
-        "tree_mask": tree_mask, "positions": positions, "retrive_index": retrive_index,
-        "retrive_next_token": retrive_next_token, "retrive_next_sibling": retrive_next_sibling,
+        "tree_mask": tree_mask,
+        "positions": positions,
+        "retrive_index": retrive_index,
+        "retrive_next_token": retrive_next_token,
+        "retrive_next_sibling": retrive_next_sibling,
     }
 
 
-def verify_tree_greedy(predicts, accept_index, accept_token_num, candidates,
-                       retrive_index, retrive_next_token, retrive_next_sibling, target_predict):
+def verify_tree_greedy(
+    predicts,
+    accept_index,
+    accept_token_num,
+    candidates,
+    retrive_index,
+    retrive_next_token,
+    retrive_next_sibling,
+    target_predict,
+):
     spec_tree.verify_tree_greedy_triton(
-        predicts, accept_index, accept_token_num, candidates,
-        retrive_index, retrive_next_token, retrive_next_sibling, target_predict,
+        predicts,
+        accept_index,
+        accept_token_num,
+        candidates,
+        retrive_index,
+        retrive_next_token,
+        retrive_next_sibling,
+        target_predict,
     )
-    return {
-        "predicts": predicts, "accept_index": accept_index, "accept_token_num": accept_token_num
-    }
+    return {"predicts": predicts, "accept_index": accept_index, "accept_token_num": accept_token_num}
 
 
 def _indptr(lengths):
@@ -141,9 +196,22 @@ def _csr(rows):
     return _indptr([len(r) for r in rows]), torch.cat(rows).to(torch.int64)
 
 
-def decode_attention(query, k_buffer, v_buffer, req_to_token, req_pool_indices, seq_lens,
-                     encoder_lens, is_cross_attention, sliding_window_size,
-                     sm_scale, k_scale, v_scale, logit_cap, sinks):
+def decode_attention(
+    query,
+    k_buffer,
+    v_buffer,
+    req_to_token,
+    req_pool_indices,
+    seq_lens,
+    encoder_lens,
+    is_cross_attention,
+    sliding_window_size,
+    sm_scale,
+    k_scale,
+    v_scale,
+    logit_cap,
+    sinks,
+):
     """decode_attention_fwd over the slots SGLang's triton backend would list: the encoder
     part for cross-attention, else the request's tokens after it, cut to the last
     `sliding_window_size` (the CPU kernel's window + 1 convention) when > 0."""
@@ -162,19 +230,46 @@ def decode_attention(query, k_buffer, v_buffer, req_to_token, req_pool_indices, 
     splits = 4
     out = torch.empty(bs, heads, dv, dtype=torch.float32)
     decode_attention_fwd(
-        query.float(), k_buffer.float(), v_buffer.float(), out, kv_indptr, kv_indices,
-        torch.empty(bs, heads, splits, dv), torch.empty(bs, heads, splits),
-        torch.full((bs,), splits, dtype=torch.int32), splits,
-        sm_scale, k_scale, v_scale, logit_cap=logit_cap,
+        query.float(),
+        k_buffer.float(),
+        v_buffer.float(),
+        out,
+        kv_indptr,
+        kv_indices,
+        torch.empty(bs, heads, splits, dv),
+        torch.empty(bs, heads, splits),
+        torch.full((bs,), splits, dtype=torch.int32),
+        splits,
+        sm_scale,
+        k_scale,
+        v_scale,
+        logit_cap=logit_cap,
         sinks=None if sinks is None else sinks.float(),
     )
     return {"output": out}
 
 
-def extend_attention(q_extend, k_extend, v_extend, k_buffer, v_buffer, req_to_token,
-                     req_pool_indices, seq_lens, extend_seq_lens, encoder_lens,
-                     is_cross_attention, sliding_window_size, tree_mask, is_causal,
-                     sm_scale, k_scale, v_scale, logit_cap, sinks):
+def extend_attention(
+    q_extend,
+    k_extend,
+    v_extend,
+    k_buffer,
+    v_buffer,
+    req_to_token,
+    req_pool_indices,
+    seq_lens,
+    extend_seq_lens,
+    encoder_lens,
+    is_cross_attention,
+    sliding_window_size,
+    tree_mask,
+    is_causal,
+    sm_scale,
+    k_scale,
+    v_scale,
+    logit_cap,
+    sinks,
+):
     """extend_attention_fwd as SGLang's triton backend drives it. Requests' new tokens are
     contiguous in q_extend. The prefix is the request's cached slots before its new tokens
     (after its encoder part); cross-attention reads the encoder slots as "prefix" and skips the
@@ -201,10 +296,23 @@ def extend_attention(q_extend, k_extend, v_extend, k_buffer, v_buffer, req_to_to
         mask_indptr, custom_mask = _indptr([len(m) for m in mask_rows]), torch.cat(mask_rows)
     out = torch.empty(q_extend.shape[0], q_extend.shape[1], v_buffer.shape[-1])
     extend_attention_fwd(
-        q_extend.float(), k_extend.float(), v_extend.float(), out,
-        k_buffer.float(), v_buffer.float(), _indptr(ext), kv_indptr, kv_indices,
-        custom_mask, is_causal, mask_indptr, max(ext), k_scale, v_scale,
-        sm_scale=sm_scale, logit_cap=logit_cap,
+        q_extend.float(),
+        k_extend.float(),
+        v_extend.float(),
+        out,
+        k_buffer.float(),
+        v_buffer.float(),
+        _indptr(ext),
+        kv_indptr,
+        kv_indices,
+        custom_mask,
+        is_causal,
+        mask_indptr,
+        max(ext),
+        k_scale,
+        v_scale,
+        sm_scale=sm_scale,
+        logit_cap=logit_cap,
         sliding_window_size=sliding_window_size - 1 if sliding_window_size > 0 else -1,
         sinks=None if sinks is None else sinks.float(),
         skip_extend=is_cross_attention,

@@ -1,0 +1,20 @@
+"""Helpers several test modules share (edit a draft folder in place)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+
+def edit_config(draft: Path, edit) -> None:
+    cfg = json.loads((draft / "config.json").read_text())
+    edit(cfg)
+    (draft / "config.json").write_text(json.dumps(cfg))
+
+
+def edit_weights(draft: Path, edit) -> None:
+    tensors = load_file(str(draft / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(draft / "model.safetensors"))
