@@ -26,7 +26,7 @@ import harness
 import torch
 from tqdm import tqdm
 
-from sglang_edsd.demo import ask
+from sglang_edsd.client import ask
 from sglang_edsd.drafts import SMOLLM2_EDSD, shipped_draft
 from sglang_edsd.easd.rule import ENV as EASD_ENV
 from sglang_edsd.easd.rule import EASDConfig

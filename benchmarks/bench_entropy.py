@@ -23,7 +23,7 @@ from typing import Any
 import harness
 from tqdm import tqdm
 
-from sglang_edsd.demo import ask
+from sglang_edsd.client import ask
 from sglang_edsd.drafts import SMOLLM2_EDSD, shipped_draft
 from sglang_edsd.serving.entropy_trace import ENV as TRACE_ENV
 from sglang_edsd.serving.entropy_trace import read_trace

@@ -18,7 +18,7 @@ from typing import Any
 import harness
 from tqdm import tqdm
 
-from sglang_edsd.demo import ask
+from sglang_edsd.client import ask
 
 NAME = "system_prompts"
 # Paper Table 14 (sampled from SystemCheck), verbatim.

@@ -32,8 +32,8 @@ from harness import markdown_table
 from tqdm import tqdm
 
 from sglang_edsd.assets import smollm2_path
+from sglang_edsd.client import Answer, ask
 from sglang_edsd.data.append_log import append_records, read_append_log
-from sglang_edsd.demo import Answer, ask
 from sglang_edsd.launcher import cpu_args, launch, spec_args
 from sglang_edsd.prompts import load_prompts
 

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from sglang_edsd.assets import smollm2_path
 from sglang_edsd.drafts import SMOLLM2_EAGLE3, SMOLLM2_EDSD, shipped_draft
+from sglang_edsd.files import write_text_atomic
 from sglang_edsd.launcher import Server, cpu_args, launch, spec_args
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -259,7 +260,4 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")

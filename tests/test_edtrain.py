@@ -233,3 +233,22 @@ def test_training_modules_do_not_import_sglang() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_train_flags_are_the_config_fields() -> None:
+    """`sglang-edsd train` flags (and so --config keys) come from TrainConfig's fields: they cannot drift."""
+    import argparse
+    from dataclasses import fields
+
+    from sglang_edsd.edtrain.command import add_train_arguments, config_from_args
+    from sglang_edsd.edtrain.recipes import TrainConfig
+
+    p = argparse.ArgumentParser()
+    add_train_arguments(p)
+    dests = {a.dest for a in p._actions}
+    assert {f.name for f in fields(TrainConfig) if f.metadata["cli"]} <= dests
+    assert config_from_args(p.parse_args(["--out", "x"])) == recipe("edsd")
+    args = p.parse_args(["--out", "x", "--recipe", "eagle3", "--no-step-n", "--lr", "1e-3", "--precision", "fp32"])
+    assert config_from_args(args) == recipe("eagle3", lr=1e-3, precision="fp32")  # eagle3 keeps mask_p off
+    with pytest.raises(SystemExit):
+        p.parse_args(["--out", "x", "--precision", "fp16"])

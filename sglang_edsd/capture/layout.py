@@ -7,12 +7,12 @@ print the storage report) without importing the model stack.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sglang_edsd.errors import EDSDError
+from sglang_edsd.files import write_text_atomic
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -95,9 +95,7 @@ def load_manifest(out_dir: str | Path) -> dict[str, Any] | None:
 
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     """Atomic: a crash leaves the previous manifest, never a torn one."""
-    tmp = out_dir / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, out_dir / MANIFEST_NAME)
+    write_text_atomic(out_dir / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
 
 
 def check_resumable(existing: dict[str, Any], wanted: dict[str, Any], out_dir: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,6 +35,8 @@ from sglang_edsd.capture.layout import (
     shard_file,
     write_manifest,
 )
+from sglang_edsd.files import atomic_path
+from sglang_edsd.hf_load import load_causal_lm
 
 ENTROPY_CHUNK = 256  # rows of (chunk, vocab) float32 logits: 50 MB for a 49k vocab
 _MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -93,18 +94,12 @@ def scan_tokens(path: Path, vocab_size: int, max_length: int) -> tuple[str, list
 
 
 def load_target_model(target_path: Path, device: str | None, model_dtype: str) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM
-
     if model_dtype not in _MODEL_DTYPES:
         raise CaptureError(f"model_dtype must be one of {_MODEL_DTYPES}, got {model_dtype!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if model_dtype == "auto":
         model_dtype = "float32" if device == "cpu" else "bfloat16"
-    try:
-        model = AutoModelForCausalLM.from_pretrained(target_path, dtype=getattr(torch, model_dtype))
-    except Exception as e:
-        raise CaptureError(f"cannot load the target model from {target_path}: {e}") from None
-    return model.to(device).eval()
+    return load_causal_lm(target_path, getattr(torch, model_dtype), CaptureError).to(device)
 
 
 @contextmanager
@@ -148,7 +143,7 @@ def run_target(
 
 
 def _write_shard(out_dir: Path, index: int, samples: list[tuple[str, list[int], list[int], dict]]) -> dict:
-    """Concatenate samples into one safetensors file (tmp + os.replace); return its manifest entry."""
+    """Concatenate samples into one safetensors file (atomically); return its manifest entry."""
     lengths = [len(ids) for _, ids, _, _ in samples]
     tensors = {
         "input_ids": torch.tensor([t for _, ids, _, _ in samples for t in ids], dtype=torch.int32),
@@ -158,9 +153,8 @@ def _write_shard(out_dir: Path, index: int, samples: list[tuple[str, list[int], 
     for name in samples[0][3]:
         tensors[name] = torch.cat([feats[name] for _, _, _, feats in samples]).contiguous()
     name = shard_file(index)
-    tmp = out_dir / (name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out_dir / name)
+    with atomic_path(out_dir / name) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     return {
         "file": name,
         "num_samples": len(samples),

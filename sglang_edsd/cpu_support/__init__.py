@@ -19,13 +19,15 @@ import os
 import sys
 from pathlib import Path
 
+from sglang_edsd import envs
+
 logger = logging.getLogger(__name__)
 _enabled = False
 
 
 def should_enable() -> bool:
     """True on a machine without CUDA devices, unless SGLANG_EDSD_CPU_SUPPORT says otherwise."""
-    forced = os.environ.get("SGLANG_EDSD_CPU_SUPPORT")
+    forced = envs.CPU_SUPPORT.get() or None
     if forced in ("0", "1"):
         return forced == "1"
     import torch

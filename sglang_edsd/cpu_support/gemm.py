@@ -12,11 +12,12 @@ Off with SGLANG_EDSD_CPU_GEMM=0.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from sglang_edsd import envs
 
 MAX_ROWS = 64  # measured faster up to here for every SmolLM2 shape; prefill-sized inputs stay on F.linear
 LINEAR_TARGET = "sglang.srt.layers.quantization.unquant.UnquantizedLinearMethod.apply"
@@ -26,7 +27,7 @@ LM_HEAD_ANCHOR = "hidden_states.to(lm_head.weight.dtype), lm_head.weight.T"
 
 
 def enabled() -> bool:
-    return os.environ.get("SGLANG_EDSD_CPU_GEMM", "1") != "0"
+    return envs.CPU_GEMM.enabled()
 
 
 def takes_route(x: torch.Tensor, weight: torch.Tensor) -> bool:

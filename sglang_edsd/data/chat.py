@@ -18,6 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from sglang_edsd.errors import EDSDError
+from sglang_edsd.files import atomic_path
 
 ROLES = {
     "user": "user",
@@ -219,8 +220,6 @@ def build_token_dataset(
     if max_length < 1:
         raise DataError(f"max_length must be >= 1, got {max_length}")
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
     stats: dict[str, Any] = {
         "samples": 0,
         "tokens": 0,
@@ -229,7 +228,7 @@ def build_token_dataset(
         "skipped_no_loss": [],
         "skipped_invalid": [],
     }
-    try:
+    with atomic_path(out_path) as tmp:
         with tmp.open("w", encoding="utf-8") as f:
             for conv in tqdm(conversations, desc="tokenize", unit="conv", disable=not progress):
                 try:  # one token more than kept tells whether the sample was truncated
@@ -257,9 +256,6 @@ def build_token_dataset(
                 f"token dataset is empty after masking: {len(stats['skipped_no_loss'])} conversations, "
                 f"none kept an assistant token within max_length={max_length}"
             )
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     if stats["skipped_invalid"]:
         listing = out_path.with_name(out_path.name + ".skipped.jsonl")
         listing.write_text("".join(json.dumps(r) + "\n" for r in stats["skipped_invalid"]), encoding="utf-8")

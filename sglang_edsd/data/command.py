@@ -24,17 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from sglang_edsd.data.chat import DataError, load_conversations
+from sglang_edsd.files import atomic_path
+from sglang_edsd.hf_load import load_tokenizer
 
 
 def _tokenizer(target: str) -> Any:
-    if not (Path(target) / "config.json").is_file():
-        raise DataError(f"target model folder not found or has no config.json: {target}")
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(target)
-    except Exception as e:
-        raise DataError(f"cannot load the tokenizer of {target}: {e}") from None
+    return load_tokenizer(target, DataError)
 
 
 def add_prepare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -170,10 +165,8 @@ def vocab_main(args: argparse.Namespace) -> int:
     coverage = vocab_coverage(counts, draft_to_target)
     tensors = {"draft_to_target": draft_to_target, "counts": counts, **draft_vocab_maps(draft_to_target, vocab_size)}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp))
     seen = int((counts > 0).sum())
     print(
         f"wrote {out}: draft vocabulary {args.size} of {vocab_size} target ids covers {coverage:.2%} of "

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from sglang_edsd.data.append_log import append_records
 from sglang_edsd.data.chat import DataError, load_conversations
 from sglang_edsd.data.regenerate import _finished_ids, _prepare
+from sglang_edsd.hf_load import load_causal_lm, load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -58,22 +59,18 @@ def _load(model_path: str | Path, dtype: str) -> tuple[Any, Any]:
     from transformers import (
         AttentionInterface,
         AttentionMaskInterface,
-        AutoModelForCausalLM,
-        AutoTokenizer,
     )
     from transformers.masking_utils import sdpa_mask
 
     if dtype not in DTYPES:
         raise DataError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = load_tokenizer(model_path, DataError)
     tokenizer.padding_side = "left"  # generation appends on the right of every row
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     AttentionInterface.register("sdpa_gqa", _sdpa_gqa)
     AttentionMaskInterface.register("sdpa_gqa", sdpa_mask)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=DTYPES[dtype], attn_implementation="sdpa_gqa")
-    model.eval()
-    return tokenizer, model
+    return tokenizer, load_causal_lm(model_path, DTYPES[dtype], DataError, attn_implementation="sdpa_gqa")
 
 
 def _generate(

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from sglang_edsd import envs
 from sglang_edsd.errors import EDSDError
 
-ENV = "SGLANG_EDSD_EASD"  # a JSON object, or the path of a JSON file, of EASDConfig fields
+ENV = envs.EASD.name  # a JSON object, or the path of a JSON file, of EASDConfig fields
 
 
 class EASDConfigError(EDSDError):
@@ -65,7 +65,7 @@ class EASDConfig:
     @classmethod
     def from_env(cls) -> EASDConfig | None:
         """The configuration named by $SGLANG_EDSD_EASD (inline JSON or a file); None when unset."""
-        value = os.environ.get(ENV, "").strip()
+        value = envs.EASD.get()
         if not value:
             return None
         if value.startswith("{"):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Any
 
 from sglang_edsd.edselect.errors import EDSelectError
 from sglang_edsd.edselect.result import EDSelectResult
+from sglang_edsd.files import write_text_atomic
+from sglang_edsd.hf_load import load_causal_lm, load_tokenizer
 
 RESULT_JSON = "edselect.json"
 RESULT_PNG = "edselect.png"
@@ -94,18 +95,10 @@ def run_edselect_from_paths(
     progress: bool = True,
 ) -> EDSelectResult:
     """Load a HF target and a calibration file, run EDSelect, optionally write JSON + PNG to out_dir."""
-    target = Path(target)
-    if not (target / "config.json").is_file():
-        raise EDSelectError(f"target model folder not found or has no config.json: {target}")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from sglang_edsd.edselect.collect import run_edselect
     from sglang_edsd.edselect.data import load_calibration_data
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(target)
-    except Exception as e:
-        raise EDSelectError(f"cannot load the tokenizer of {target}: {e}") from None
+    tokenizer = load_tokenizer(target, EDSelectError)
     calib = load_calibration_data(data, tokenizer, num_samples=num_samples, seed=seed)  # fail before the model load
     if progress:
         print(
@@ -114,11 +107,7 @@ def run_edselect_from_paths(
             file=sys.stderr,
         )
     device, torch_dtype = _resolve_device_dtype(device, dtype)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(target, dtype=torch_dtype)
-    except Exception as e:
-        raise EDSelectError(f"cannot load the target model from {target}: {e}") from None
-    model.to(device)
+    model = load_causal_lm(target, torch_dtype, EDSelectError).to(device)
     result = run_edselect(
         model,
         tokenizer,
@@ -168,9 +157,7 @@ def write_layers_to_draft(draft_dir: str | Path, target: str | Path, layer_ids: 
     raw = json.loads(path.read_text())
     raw.setdefault("eagle_config", {})["eagle_aux_hidden_state_layer_ids"] = [int(i) for i in layer_ids]
     EDSDDraftConfig.from_hf_dict(raw, source=str(path))  # the file we write must load
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(raw, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(raw, indent=2) + "\n")
     return config.layer_ids
 
 

@@ -8,20 +8,20 @@ nothing else is needed to continue where the run stopped.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from sglang_edsd.files import atomic_path
 
 CHECKPOINT = "checkpoint.pt"
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     path = run_dir / CHECKPOINT
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

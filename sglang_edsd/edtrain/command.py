@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args, get_type_hints
 
-from sglang_edsd.edtrain.recipes import RECIPES, TrainConfig, TrainConfigError, recipe
+from sglang_edsd.edtrain.recipes import TrainConfig, TrainConfigError, recipe
 
 if TYPE_CHECKING:
     from sglang_edsd.edtrain.sources import OnlineData
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig()
     p.add_argument("--capture", help="offline: capture folder written by `sglang-edsd capture`")
     p.add_argument(
         "--online",
@@ -39,95 +39,39 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         required=True,
         help="run folder: checkpoint.pt, history.jsonl, curves.png, evals.jsonl, heldout.png, draft/",
     )
-    p.add_argument(
-        "--recipe",
-        choices=RECIPES,
-        default="edsd",
-        help="edsd: EDFuse + Mask-p + Step-n; eagle3: fc over SGLang's 3 default layers, fixed n=S_max",
-    )
     p.add_argument("--target", help="target folder (online: required; offline default: the capture's)")
     p.add_argument("--layer-ids", type=int, nargs="+", metavar="ID", help="SGLang layer ids the draft reads")
     p.add_argument("--layers-from", metavar="PATH", help="take layer ids from an EDSelect JSON or a draft folder")
-    p.add_argument("--expansion", default=d.expansion, help="EDFuse width: m (target FFN size), d, 5d or an integer")
-    p.add_argument("--no-token-layernorm", action="store_true", help="ablation: EDFuse without the token LayerNorm")
-    p.add_argument("--no-mask-p", action="store_true", help="ablation: no entropy masking (p_t = 0)")
-    p.add_argument("--no-step-n", action="store_true", help="ablation: fixed TTT horizon n = S_max")
-    p.add_argument("--draft-vocab-size", type=int, default=d.draft_vocab_size)
     p.add_argument("--draft-vocab", metavar="FILE", help="precomputed vocabulary from `sglang-edsd vocab`")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="T in Eq. 5 and 6")
-    p.add_argument("--s-max", type=int, default=d.s_max, help="S_max: final training-time-test horizon")
-    p.add_argument("--gamma", type=float, default=d.gamma, help="Mask-p slope in percent per epoch")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--max-length", type=int, default=d.max_length)
-    p.add_argument("--step-weight", type=float, default=d.step_weight, help="loss weight decay per TTT step")
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip)
-    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    p.add_argument(
-        "--batch-tokens",
-        type=int,
-        default=d.batch_tokens,
-        help="pack samples into micro-batches of up to this many tokens (0: one sample each)",
-    )
-    p.add_argument(
-        "--token-budget",
-        type=int,
-        default=d.token_budget,
-        help="size the run in tokens: T phases of budget/T tokens for Mask-p/Step-n (0: --epochs epochs)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=["auto", "bf16", "fp32"],
-        default=d.precision,
-        help="bf16: autocast with fp32 master weights (and a bf16 online target); auto: bf16 where fast",
-    )
-    p.add_argument(
-        "--init-layer",
-        type=int,
-        default=d.init_layer,
-        help="initialise the draft's decoder layer from this target decoder layer (-1: random)",
-    )
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=d.checkpoint_every,
-        help="optimizer steps between mid-epoch checkpoints (0: epoch ends only)",
-    )
+    add_config_arguments(p)
     p.add_argument("--stop-after-steps", type=int, help="stop (resumably) after this many optimizer steps")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-export", action="store_true", help="do not write <out>/draft at the end")
     p.add_argument("--no-progress", action="store_true")
 
 
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per `TrainConfig` field, named, typed and described by the field itself: booleans
+    that default to on become `--no-<name>` (None unless given, so a recipe's own value stands)."""
+    hints = get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        if not f.metadata["cli"]:
+            continue
+        flag, help_text = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        if hints[f.name] is bool:
+            p.add_argument("--no-" + flag[2:], dest=f.name, action="store_const", const=False, help=help_text)
+        elif get_args(hints[f.name]):
+            p.add_argument(flag, choices=get_args(hints[f.name]), default=f.default, help=help_text)
+        else:
+            p.add_argument(flag, type=type(f.default), default=f.default, help=help_text)
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     from sglang_edsd.capture.command import layer_ids_from_file
 
     layer_ids = tuple(args.layer_ids or (layer_ids_from_file(args.layers_from) if args.layers_from else ()))
-    return recipe(
-        args.recipe,
-        layer_ids=layer_ids,
-        expansion=args.expansion,
-        token_layernorm=False if args.no_token_layernorm else None,
-        mask_p=False if args.no_mask_p else None,
-        step_n=False if args.no_step_n else None,
-        draft_vocab_size=args.draft_vocab_size,
-        epochs=args.epochs,
-        s_max=args.s_max,
-        gamma=args.gamma,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        max_length=args.max_length,
-        step_weight=args.step_weight,
-        grad_clip=args.grad_clip,
-        grad_accum=args.grad_accum,
-        seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
-        batch_tokens=args.batch_tokens,
-        token_budget=args.token_budget,
-        precision=args.precision,
-        init_layer=args.init_layer,
-    )
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.metadata["cli"]}
+    return recipe(values.pop("recipe"), layer_ids=layer_ids, **values)
 
 
 def data_from_args(args: argparse.Namespace) -> tuple[str | OnlineData, str | OnlineData | None]:

@@ -11,51 +11,62 @@ token LayerNorm, other layer ids.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sglang_edsd.errors import EDSDError
 
-RECIPES = ("edsd", "eagle3")
+Recipe = Literal["edsd", "eagle3"]
+InputModule = Literal["edfuse", "fc"]
+Precision = Literal["auto", "bf16", "fp32"]
+RECIPES: tuple[str, ...] = get_args(Recipe)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 class TrainConfigError(EDSDError):
     """A training configuration that cannot run; the message names the field."""
 
 
+def _f(default: Any, help: str, *, cli: bool = True) -> Any:
+    """A config field with its `sglang-edsd train` help text (cli=False: set by the recipe only)."""
+    factory = {"default_factory": default} if callable(default) else {"default": default}
+    return field(**factory, metadata={"help": help, "cli": cli})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a training run (stored in every checkpoint)."""
+    """Everything that determines a training run (stored in every checkpoint). Each field is also
+    a `sglang-edsd train` flag and a `--config` key of the same name (`edtrain/command.py`)."""
 
-    recipe: str = "edsd"
-    layer_ids: tuple[int, ...] = ()  # SGLang ids; () = recipe default (edsd: the capture's two layers)
-    input_module: str = "edfuse"
-    expansion: str = "m"
-    token_layernorm: bool = True
-    draft_vocab_size: int = 8192
-    epochs: int = 8  # T
-    s_max: int = 7
-    gamma: float = 3.0
-    mask_p: bool = True
-    step_n: bool = True
-    lr: float = 5e-5
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.0
-    max_length: int = 2048
-    step_weight: float = 0.8
-    grad_clip: float = 0.5
-    grad_accum: int = 1
-    batch_tokens: int = 0  # pack samples up to this many tokens per micro-batch (0: one sample per micro-batch)
-    token_budget: int = 0  # size the run in tokens: T curriculum phases of budget/T tokens each (0: T epochs)
-    precision: str = "auto"  # bf16 autocast with fp32 master weights (and a bf16 online target), fp32, or auto
-    init_layer: int = -1  # start the draft's decoder layer from this target layer (-1: random init)
-    seed: int = 0
-    checkpoint_every: int = 200  # optimizer steps between mid-epoch checkpoints (0: epoch ends only)
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
+    recipe: Recipe = _f("edsd", "edsd: EDFuse + Mask-p + Step-n; eagle3: fc over SGLang's 3 default layers, n = S_max")
+    layer_ids: tuple[int, ...] = _f((), "SGLang layer ids the draft reads (default: the recipe's)", cli=False)
+    input_module: InputModule = _f("edfuse", "the draft's input module (set by the recipe)", cli=False)
+    expansion: str = _f("m", "EDFuse width: m (target FFN size), d, 5d or an integer")
+    token_layernorm: bool = _f(True, "ablation: EDFuse without the token LayerNorm")
+    draft_vocab_size: int = _f(8192, "draft vocabulary size K (top-K target ids of the training data)")
+    epochs: int = _f(8, "T in Eq. 5 and 6: epochs, or curriculum phases of a --token-budget run")
+    s_max: int = _f(7, "S_max: final training-time-test horizon")
+    gamma: float = _f(3.0, "Mask-p slope in percent per phase")
+    mask_p: bool = _f(True, "ablation: no entropy masking (p_t = 0)")
+    step_n: bool = _f(True, "ablation: fixed TTT horizon n = S_max")
+    lr: float = _f(5e-5, "AdamW learning rate")
+    betas: tuple[float, float] = _f((0.9, 0.95), "AdamW betas", cli=False)
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    max_length: int = _f(2048, "tokens kept per sample")
+    step_weight: float = _f(0.8, "loss weight decay per TTT step")
+    grad_clip: float = _f(0.5, "gradient norm clip")
+    grad_accum: int = _f(1, "micro-batches per optimizer step and rank")
+    batch_tokens: int = _f(0, "pack samples into micro-batches of up to this many tokens (0: one sample each)")
+    token_budget: int = _f(0, "size the run in tokens: T phases of budget/T tokens for Mask-p/Step-n (0: T epochs)")
+    precision: Precision = _f("auto", "bf16: autocast, fp32 master weights, bf16 online target; auto: bf16 where fast")
+    init_layer: int = _f(-1, "initialise the draft's decoder layer from this target decoder layer (-1: random)")
+    seed: int = _f(0, "seed of the init and the data order")
+    checkpoint_every: int = _f(200, "optimizer steps between mid-phase checkpoints (0: phase ends only)")
+    extra: dict[str, Any] = _f(dict, "free-form notes kept with the run", cli=False)
 
     def validate(self) -> None:
         checks = {
             "recipe": self.recipe in RECIPES,
-            "input_module": self.input_module in ("edfuse", "fc"),
+            "input_module": self.input_module in get_args(InputModule),
             "draft_vocab_size": self.draft_vocab_size > 0,
             "epochs": self.epochs >= 1,
             "s_max": self.s_max >= 1,
@@ -65,7 +76,7 @@ class TrainConfig:
             "grad_accum": self.grad_accum >= 1,
             "batch_tokens": self.batch_tokens >= 0,
             "token_budget": self.token_budget >= 0,
-            "precision": self.precision in ("auto", "bf16", "fp32"),
+            "precision": self.precision in PRECISIONS,
             "init_layer": self.init_layer >= -1,
             "checkpoint_every": self.checkpoint_every >= 0,
         }

@@ -23,8 +23,7 @@ from sglang_edsd.capture.reader import CaptureReader
 from sglang_edsd.capture.writer import load_target_model, run_target
 from sglang_edsd.data.chat import read_token_dataset
 from sglang_edsd.draft_config import TargetInfo
-
-PRECISIONS = ("auto", "bf16", "fp32")
+from sglang_edsd.edtrain.recipes import PRECISIONS
 
 
 class SampleSource(Protocol):

@@ -39,6 +39,7 @@ from sglang_edsd.edtrain.schedule import mask_percent, num_steps
 from sglang_edsd.edtrain.sources import OnlineData, open_source, resolve_precision
 from sglang_edsd.edtrain.target_head import TargetHead, load_target_layer
 from sglang_edsd.edtrain.vocab import draft_vocab_from_data
+from sglang_edsd.files import write_text_atomic
 
 
 def resolve_layer_ids(cfg: TrainConfig, target: TargetInfo, available: list[int] | None) -> tuple[int, ...]:
@@ -446,6 +447,4 @@ def _check_resume(state: dict[str, Any], cfg: TrainConfig, world: int, out: Path
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from sglang_edsd.files import atomic_path
 from sglang_edsd.prompts.sources import LOADERS, USER_ROLES, PromptError, message_text
 
 ALL_TASKS: tuple[str, ...] = tuple(LOADERS)
@@ -36,14 +37,11 @@ def select_subset(records: list[dict[str, Any]], num: int | None, seed: int = 0)
 
 
 def write_prompts(records: Iterable[dict[str, Any]], path: str | Path) -> Path:
-    """Write records as jsonl (atomically: a .partial file renamed at the end)."""
+    """Write records as jsonl, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)
     return path
 
 

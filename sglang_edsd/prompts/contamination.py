@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sglang_edsd.files import atomic_path
 from sglang_edsd.prompts.sources import USER_ROLES, PromptError, message_text
 
 SHINGLE_WORDS = 13
@@ -202,15 +203,12 @@ def filter_contaminated(
         raise PromptError(f"--out must differ from the training file {in_path}")
     matches = find_contamination([in_path], prompt_records, min_chars)
     flagged = {m["train_line"]: m["train_id"] for m in matches}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".partial")
     total = 0
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_path(out_path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for line_no, _, _, line in _training_records(in_path):
             total += 1
             if line_no not in flagged:
                 f.write(line if line.endswith("\n") else line + "\n")
-    tmp.replace(out_path)
     by_task = Counter(task for task, _ in {(m["task"], m["train_line"]) for m in matches})
     stats = {
         "input": str(in_path),

@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
-ENV_DIR = "SGLANG_EDSD_RECORD_DIR"
-ENV_LIMIT = "SGLANG_EDSD_RECORD_LIMIT"
+from sglang_edsd import envs
+
+ENV_DIR = envs.RECORD_DIR.name
 
 
 class DraftRecorder:
@@ -30,8 +31,8 @@ class DraftRecorder:
 
     @classmethod
     def from_env(cls) -> DraftRecorder | None:
-        where = os.environ.get(ENV_DIR)
-        return cls(Path(where), int(os.environ.get(ENV_LIMIT, "1000"))) if where else None
+        where = envs.RECORD_DIR.get()
+        return cls(Path(where), int(envs.RECORD_LIMIT.get())) if where else None
 
     def record(
         self, mode: str, input_ids: torch.Tensor, positions: torch.Tensor, hidden_in: torch.Tensor, output: Any

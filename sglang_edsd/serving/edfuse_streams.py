@@ -23,22 +23,17 @@ runs the eager module instead, which gives the same values and their gradients.
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from sglang_edsd import envs
 from sglang_edsd.edfuse import EDFuse
 
 STREAM_NAME = "sglang_edsd.edfuse_side"
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "1") != "0"
-
-
 def side_stream_enabled() -> bool:
     """Whether the served model should give its runner a side stream (SGLANG_EDSD_SIDE_STREAM)."""
-    return _flag("SGLANG_EDSD_SIDE_STREAM")
+    return envs.SIDE_STREAM.enabled()
 
 
 class EDFuseRunner:
@@ -54,7 +49,7 @@ class EDFuseRunner:
         self.edfuse = edfuse
         self.params = tuple(edfuse.parameters())
         self.use_cuda = device.type == "cuda"
-        self.use_triton = self.use_cuda and _flag("SGLANG_EDSD_TRITON")
+        self.use_triton = self.use_cuda and envs.TRITON.enabled()
         self.side_stream = side_stream
 
     def __call__(self, features: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:

@@ -16,13 +16,14 @@ were never judged).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-ENV = "SGLANG_EDSD_TRACE"
+from sglang_edsd import envs
+
+ENV = envs.TRACE.name
 
 
 class EntropyTrace:
@@ -35,7 +36,7 @@ class EntropyTrace:
 
     @classmethod
     def from_env(cls) -> EntropyTrace | None:
-        value = os.environ.get(ENV, "").strip()
+        value = envs.TRACE.get()
         return cls(Path(value)) if value else None
 
     def write(

@@ -10,12 +10,12 @@ which supports overlap scheduling.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 from sglang.srt.speculative.spec_registry import CustomSpecAlgo
 
+from sglang_edsd import envs
 from sglang_edsd.draft_config import DraftConfigError, validate_draft_folder
 from sglang_edsd.patches import guard
 from sglang_edsd.serving.model_sources import local_draft_folder, target_info
@@ -136,9 +136,8 @@ def edsd_worker_factory(server_args: Any) -> type:
     variant when $SGLANG_EDSD_EASD configures the lossy entropy-aware verify or
     $SGLANG_EDSD_TRACE asks for per-position entropy records."""
     from sglang_edsd.easd.rule import EASDConfig
-    from sglang_edsd.serving.entropy_trace import ENV as TRACE_ENV
 
-    if EASDConfig.from_env() is not None or os.environ.get(TRACE_ENV, "").strip():
+    if EASDConfig.from_env() is not None or envs.TRACE.get():
         from sglang_edsd.easd.worker import EASDWorkerV2
 
         return EASDWorkerV2
