@@ -136,17 +136,20 @@ def data(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _flat(group: str, results: dict[str, Any]) -> dict[str, Any]:
+    """Probe name -> its result (the layer group nests pairs and single layers)."""
+    if group != "layers":
+        return results
+    return {**results["pairs"], **{f"fc layer {k}": v for k, v in results["singles"].items()}}
+
+
 def _plot(group: str, results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    probes = (
-        {**results.get("pairs", {}), **{f"fc {k}": v for k, v in results.get("singles", {}).items()}}
-        if group == "layers"
-        else results
-    )
+    probes = _flat(group, results)
     names = list(probes)
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(names) + 1.5))
     steps = len(next(iter(probes.values()))["agreement_per_step"])
@@ -195,11 +198,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     stem = OUT / f"probes-{args.group}"
     header = ["probe", "step 1", "step 2", "step 3", "step 4", "tau proxy", "vocab coverage"]
-    probes = (
-        {**results.get("pairs", {}), **{f"fc layer {k}": v for k, v in results.get("singles", {}).items()}}
-        if args.group == "layers"
-        else results
-    )
+    probes = _flat(args.group, results)
     table = markdown_table(header, [_row(f"{n} {v['layer_ids']}", v) for n, v in probes.items()])
     if args.group == "layers":
         rho = results["spearman_vs_single_layer_step1_agreement"]

@@ -77,9 +77,9 @@ probes() {
 
 main() {
   # The shipped drafts: EDSD on the probes' best pair and the matched EAGLE-3 baseline, same data
-  # order, token budget, batches, optimiser and seed; held-out agreement every 250 k tokens.
+  # order, token budget, batches, optimiser and seed; held-out agreement every 125 k tokens.
   local common=(--online --data "$W/train-tokens.jsonl" --target "$T" --heldout "$W/heldout-tokens.jsonl"
-                --eval-every 250000 --token-budget "${TOKENS:-2000000}" --batch-tokens 2048 --max-length 1024
+                --eval-every "${EVAL_EVERY:-125000}" --token-budget "${TOKENS:-2000000}" --batch-tokens 1024 --max-length 1024
                 --epochs 4 --s-max 4 --gamma 4 --lr "${LR:-5e-4}" --draft-vocab-size 8192 --seed 0
                 --checkpoint-every 25 --no-progress)
   sglang-edsd train "${common[@]}" --recipe edsd --layer-ids ${PAIR:-14 26} --out "$W/run-edsd"

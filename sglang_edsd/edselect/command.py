@@ -98,6 +98,7 @@ def run_edselect_from_paths(
     from sglang_edsd.edselect.collect import run_edselect
     from sglang_edsd.edselect.data import load_calibration_data
 
+    target = Path(target)
     tokenizer = load_tokenizer(target, EDSelectError)
     calib = load_calibration_data(data, tokenizer, num_samples=num_samples, seed=seed)  # fail before the model load
     if progress:
