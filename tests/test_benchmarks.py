@@ -90,6 +90,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.server
 def test_every_result_records_its_setup(smoke):
     for name, res in smoke.items():
@@ -98,6 +99,7 @@ def test_every_result_records_its_setup(smoke):
         assert [c["name"] for c in res["configs"]] == ["edsd"] and res["configs"][0]["shape"] == "chain, depth 4"
 
 
+@pytest.mark.slow
 @pytest.mark.server
 def test_numbers_are_finite_and_tau_is_in_range(smoke):
     for res in smoke.values():
