@@ -101,10 +101,11 @@ def layers(args: argparse.Namespace) -> dict[str, Any]:
             **{m: by_id[i][m] for m in METRICS},
             **run_probe(f"single-{i}", {"layer_ids": (i,), "input_module": "fc"}, Path(args.data), args),
         }
-    step1 = [s["agreement_per_step"][0] for s in results["singles"].values()]
-    results["spearman_vs_single_layer_step1_agreement"] = {
-        m: spearman([s[m] for s in results["singles"].values()], step1) for m in METRICS
-    }
+    if len(results["singles"]) >= 3:  # a rank correlation needs a few points
+        step1 = [s["agreement_per_step"][0] for s in results["singles"].values()]
+        results["spearman_vs_single_layer_step1_agreement"] = {
+            m: spearman([s[m] for s in results["singles"].values()], step1) for m in METRICS
+        }
     return results
 
 
@@ -182,7 +183,7 @@ def main() -> None:
         default=[(14, 26), (19, 27), (24, 28)],
         metavar="A,B",
     )
-    ap.add_argument("--singles", type=int, nargs="+", default=[0, 4, 9, 14, 19, 24, 28])
+    ap.add_argument("--singles", type=int, nargs="*", default=[0, 4, 9, 14, 19, 24, 28], help="none: pairs only")
     ap.add_argument("--layer-ids", type=int, nargs=2, default=[14, 26], help="`init`/`data`: the pair trained")
     ap.add_argument("--init-layers", type=int, nargs="+", default=[29])
     ap.add_argument("--budget", type=int, default=100_000, help="training tokens per probe")
@@ -200,7 +201,7 @@ def main() -> None:
     header = ["probe", "step 1", "step 2", "step 3", "step 4", "tau proxy", "vocab coverage"]
     probes = _flat(args.group, results)
     table = markdown_table(header, [_row(f"{n} {v['layer_ids']}", v) for n, v in probes.items()])
-    if args.group == "layers":
+    if "spearman_vs_single_layer_step1_agreement" in results:
         rho = results["spearman_vs_single_layer_step1_agreement"]
         table += "\n\nSpearman correlation with single-layer step-1 held-out agreement: " + ", ".join(
             f"{m} {r:+.3f}" for m, r in rho.items()

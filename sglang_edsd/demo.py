@@ -34,7 +34,7 @@ DEMO_PROMPTS = [
 
 
 def default_draft() -> Path:
-    """The trained SmolLM2 EDSD draft shipped in the package (benchmarks/smollm2_drafts.sh)."""
+    """The trained SmolLM2 EDSD draft shipped in the package (benchmarks/smollm2_online_drafts.sh)."""
     return shipped_draft(SMOLLM2_EDSD)
 
 

@@ -16,7 +16,7 @@ from sglang_edsd.draft_config import validate_draft_folder
 from sglang_edsd.drafts import SMOLLM2_EAGLE3, SMOLLM2_EDSD, shipped_draft
 
 ROOT = Path(__file__).parent.parent
-EDSELECT = ROOT / "benchmarks/results/edselect-smollm2-sharegpt128/edselect.json"
+PROBES = ROOT / "benchmarks/results/smollm2-online/probes-layers.json"
 MAX_BYTES = 30 * 2**20
 
 
@@ -37,11 +37,14 @@ def test_shipped_draft_is_valid_bf16_and_small(smollm2: Path, name: str, archite
         weights = [f.get_tensor(k) for k in f.keys() if k not in ("d2t", "t2d")]
     assert weights and all(w.dtype == torch.bfloat16 for w in weights)
     card = (folder / "README.md").read_text()
-    assert "benchmarks/smollm2_drafts.sh" in card and "SmolLM2-135M-Instruct" in card
+    assert "benchmarks/smollm2_online_drafts.sh" in card and "SmolLM2-135M-Instruct" in card
 
 
-def test_edsd_draft_reads_the_edselect_layers_and_eagle3_the_sglang_default():
-    chosen = json.loads(EDSELECT.read_text())["selected_layer_ids"]
+def test_edsd_draft_reads_the_best_probed_pair_and_eagle3_the_sglang_default():
+    """The shipped EDSD draft reads the layer pair with the best held-out tau proxy among the
+    online probes (EDSelect's pick included), never a pair chosen on evaluation prompts."""
+    pairs = json.loads(PROBES.read_text())["results"]["pairs"]
+    chosen = max(pairs.values(), key=lambda p: p["tau_proxy"])["layer_ids"]
     edsd = json.loads((shipped_draft(SMOLLM2_EDSD) / "config.json").read_text())
     eagle3 = json.loads((shipped_draft(SMOLLM2_EAGLE3) / "config.json").read_text())
     assert edsd["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == chosen
@@ -54,5 +57,5 @@ def test_demo_serves_the_shipped_edsd_draft():
 
 
 def test_a_missing_shipped_draft_is_a_clear_error():
-    with pytest.raises(FileNotFoundError, match="no shipped draft 'nope'.*smollm2_drafts.sh"):
+    with pytest.raises(FileNotFoundError, match="no shipped draft 'nope'.*smollm2_online_drafts.sh"):
         shipped_draft("nope")

@@ -1,6 +1,6 @@
 """Drafts shipped inside the package (bf16 safetensors + config + model card per folder).
 
-`benchmarks/smollm2_drafts.sh` rebuilds them; each folder's README.md is its model card.
+`benchmarks/smollm2_online_drafts.sh` rebuilds them; each folder's README.md is its model card.
 """
 
 from __future__ import annotations
@@ -17,5 +17,5 @@ def shipped_draft(name: str = SMOLLM2_EDSD) -> Path:
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         known = sorted(p.name for p in Path(__file__).parent.iterdir() if (p / "config.json").is_file())
         raise FileNotFoundError(f"no shipped draft {name!r} in {folder.parent} (shipped: {known}); "
-                                "reinstall the package or rebuild it with benchmarks/smollm2_drafts.sh")
+                                "reinstall the package or rebuild it with benchmarks/smollm2_online_drafts.sh")
     return folder
