@@ -367,3 +367,23 @@ def test_cli_online_train_and_errors(tiny_capture, tmp_path) -> None:
         ["--online", "--data", tokens, "--target", target, "--capture", str(tiny_capture["capture"])],
     ):
         assert main(["train", *argv, "--out", str(tmp_path / "bad"), "--layer-ids", "1", "3"]) == 2
+
+
+def test_an_online_heldout_set_shares_the_training_targets_model(tiny_capture, tmp_path, monkeypatch) -> None:
+    from sglang_edsd.edtrain import sources
+
+    loads = []
+    real = sources.load_target_model
+    monkeypatch.setattr(sources, "load_target_model", lambda *a: loads.append(a) or real(*a))
+    out = train(
+        _cfg(precision="fp32"),
+        _online(tiny_capture),
+        tmp_path,
+        progress=False,
+        export=False,
+        heldout=_online(tiny_capture),
+        stop_after_steps=1,
+    )
+    assert out["stopped"] and len(loads) == 1
+    evals = (tmp_path / "evals.jsonl").read_text().splitlines()
+    assert len(evals) == 1 and json.loads(evals[0])["samples"] == 10

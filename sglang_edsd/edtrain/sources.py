@@ -23,7 +23,7 @@ from sglang_edsd.capture.reader import CaptureReader
 from sglang_edsd.capture.writer import load_target_model, run_target
 from sglang_edsd.data.chat import read_token_dataset
 from sglang_edsd.draft_config import TargetInfo
-from sglang_edsd.edtrain.recipes import PRECISIONS
+from sglang_edsd.edtrain.recipes import PRECISIONS, TrainConfigError
 
 
 class SampleSource(Protocol):
@@ -59,7 +59,7 @@ def cpu_has_bf16() -> bool:
 def resolve_precision(precision: str, device: str) -> str:
     """`auto` -> bf16 where the hardware has fast bf16 (this CPU's avx512_bf16, CUDA), else fp32."""
     if precision not in PRECISIONS:
-        raise CaptureError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        raise TrainConfigError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     if precision != "auto":
         return precision
     if device.startswith("cuda"):
@@ -71,8 +71,16 @@ class OnlineSource:
     """Token samples whose target features are computed when the trainer asks for them."""
 
     def __init__(
-        self, data: OnlineData, layer_ids: Sequence[int], max_length: int, device: str, precision: str
+        self,
+        data: OnlineData,
+        layer_ids: Sequence[int],
+        max_length: int,
+        device: str,
+        precision: str,
+        model: torch.nn.Module | None = None,
     ) -> None:
+        """`model`: the target already loaded (same folder, device and precision) to share, e.g. by
+        the held-out set of a run whose training data is online too."""
         self.target_path = Path(data.target)
         self.target = TargetInfo.from_path(self.target_path)
         self.layer_ids = check_layer_ids(layer_ids, self.target.num_hidden_layers)
@@ -93,7 +101,7 @@ class OnlineSource:
             raise CaptureError(f"{data.tokens}: no samples")
         self.lengths = [int(t.shape[0]) for t in self._ids]
         dtype = "bfloat16" if precision == "bf16" else "float32"
-        self.model = load_target_model(self.target_path, device, dtype)
+        self.model = model if model is not None else load_target_model(self.target_path, device, dtype)
         self.storage = getattr(torch, dtype)
 
     def __len__(self) -> int:
@@ -121,11 +129,16 @@ def open_source(
     device: str,
     precision: str,
     needed_by: str = "the training recipe",
+    share_with: SampleSource | None = None,
 ) -> tuple[SampleSource, tuple[int, ...]]:
-    """The sample source for `data` and the layer ids `needed_by` reads (`resolve(target, available)`)."""
+    """The sample source for `data` and the layer ids `needed_by` reads (`resolve(target, available)`).
+    An online source reuses the target model `share_with` (another online source) already loaded
+    when both name the same target folder."""
     if isinstance(data, OnlineData):
         ids = resolve(TargetInfo.from_path(Path(data.target)), None)
-        return OnlineSource(data, ids, max_length, device, precision), tuple(ids)
+        shared = isinstance(share_with, OnlineSource) and share_with.target_path == Path(data.target)
+        model = share_with.model if shared else None
+        return OnlineSource(data, ids, max_length, device, precision, model), tuple(ids)
     reader = CaptureReader(data)
     ids = resolve(reader.target, reader.layer_ids)
     reader.require_layers(ids, needed_by)

@@ -36,7 +36,7 @@ from sglang_edsd.edtrain.packing import epoch_batches
 from sglang_edsd.edtrain.recipes import TrainConfig, TrainConfigError
 from sglang_edsd.edtrain.report import plot_evals, plot_history
 from sglang_edsd.edtrain.schedule import mask_percent, num_steps
-from sglang_edsd.edtrain.sources import OnlineData, open_source, resolve_precision
+from sglang_edsd.edtrain.sources import OnlineData, SampleSource, open_source, resolve_precision
 from sglang_edsd.edtrain.target_head import TargetHead, load_target_layer
 from sglang_edsd.edtrain.vocab import draft_vocab_from_data
 from sglang_edsd.files import write_text_atomic
@@ -299,7 +299,7 @@ def train(
         tokens_seen, evals = state.get("tokens_seen", 0), state.get("evals", [])
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     lengths = [min(n, cfg.max_length) for n in source.lengths]
-    heldout_samples = _heldout_samples(heldout, cfg, device) if heldout is not None and rank == 0 else None
+    heldout_samples = _heldout_samples(heldout, cfg, device, source) if heldout is not None and rank == 0 else None
 
     def phase_of(e: int, seen: int) -> int:
         return min(cfg.epochs - 1, seen * cfg.epochs // cfg.token_budget) if cfg.token_budget else e
@@ -419,8 +419,11 @@ def train(
     return summary
 
 
-def _heldout_samples(heldout: str | Path | OnlineData, cfg: TrainConfig, device: str) -> list[dict[str, Any]]:
-    """Held-out samples with their target features, computed once and kept in memory."""
+def _heldout_samples(
+    heldout: str | Path | OnlineData, cfg: TrainConfig, device: str, source: SampleSource
+) -> list[dict[str, Any]]:
+    """Held-out samples with their target features, computed once and kept in memory (an online
+    held-out set runs through the training source's target model, not a second copy)."""
     held, _ = open_source(
         heldout,
         lambda t, avail: cfg.layer_ids,
@@ -428,6 +431,7 @@ def _heldout_samples(heldout: str | Path | OnlineData, cfg: TrainConfig, device:
         device=device,
         precision=cfg.precision,
         needed_by="the held-out evaluation",
+        share_with=source,
     )
     return [held[i] for i in tqdm(range(len(held)), desc="held-out features", unit="sample", leave=False)]
 
