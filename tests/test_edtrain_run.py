@@ -387,3 +387,50 @@ def test_an_online_heldout_set_shares_the_training_targets_model(tiny_capture, t
     assert out["stopped"] and len(loads) == 1
     evals = (tmp_path / "evals.jsonl").read_text().splitlines()
     assert len(evals) == 1 and json.loads(evals[0])["samples"] == 10
+
+
+def test_warm_start_continues_an_exported_draft_where_its_run_stopped(tiny_capture, tmp_path) -> None:
+    """--init-draft + --skip-tokens: the exported weights and vocabulary come back exactly (the
+    held-out score before any step equals the first run's last), and the data stream resumes at
+    the first run's position, not at the start."""
+    kw = {"progress": False, "heldout": tiny_capture["capture"]}
+    first = train(_cfg(batch_tokens=100, token_budget=400), _online(tiny_capture), tmp_path / "a", **kw)
+    from sglang_edsd.edtrain.export import export_draft
+
+    draft = export_draft(tmp_path / "a", tmp_path / "a-fp32", dtype="float32")
+    cfg = _cfg(
+        batch_tokens=100,
+        token_budget=900,
+        epochs=1,
+        init_draft=str(draft),
+        skip_tokens=first["tokens_seen"],
+        lr_schedule="cosine",
+        warmup_tokens=100,
+    )
+    train(cfg, _online(tiny_capture), tmp_path / "b", stop_after_steps=1, **kw)
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    assert b["evals"][0]["tokens_seen"] == first["tokens_seen"]
+    assert b["evals"][0]["agreement_per_step"] == a["evals"][-1]["agreement_per_step"]
+    assert torch.equal(b["draft_to_target"], a["draft_to_target"])
+    assert (b["epoch"], b["position"]) == (a["epoch"], a["position"] + 1)
+    assert b["tokens_seen"] > first["tokens_seen"]
+    from sglang_edsd.edtrain.report import plot_scaling
+
+    assert plot_scaling({"a": a["evals"], "a then b": a["evals"] + b["evals"]}, tmp_path / "s.png").stat().st_size
+    with pytest.raises(TrainConfigError, match="draft shape"):
+        train(_cfg(init_draft=str(draft), layer_ids=(1, 4)), tiny_capture["capture"], tmp_path / "c", **kw)
+
+
+def test_lr_schedule_is_a_pure_function_of_tokens() -> None:
+    from sglang_edsd.edtrain.schedule import lr_factor
+
+    assert lr_factor(0, 0, 1000, 100, "constant") == pytest.approx(0.01)
+    assert lr_factor(99, 0, 1000, 100, "constant") == 1.0
+    assert lr_factor(500, 0, 1000, 0, "constant") == 1.0
+    assert lr_factor(500, 500, 1500, 0, "cosine") == pytest.approx(1.0)  # starts at the skip
+    assert lr_factor(1000, 500, 1500, 0, "cosine") == pytest.approx(0.55)
+    assert lr_factor(1600, 500, 1500, 0, "cosine") == pytest.approx(0.1)
+    with pytest.raises(TrainConfigError, match="skip_tokens"):
+        _cfg(token_budget=100, skip_tokens=100)
+    with pytest.raises(TrainConfigError, match="init_layer"):
+        _cfg(init_layer=2, init_draft="x")

@@ -3,7 +3,8 @@
 EDSD runs give an `LlamaForCausalLMEDSD` folder (`--speculative-algorithm EDSD`), the
 `eagle3` recipe a `LlamaForCausalLMEagle3` folder (`--speculative-algorithm EAGLE3`). The
 folder is written by the same writer as every other draft (manifest-checked), then read
-back into a fresh training model and compared tensor by tensor.
+back into a fresh training model and compared tensor by tensor. `read_draft` is the way back:
+an exported draft as training weights, for a warm-started run.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from sglang_edsd.draft_config import EDSDDraftConfig
+from sglang_edsd.draft_config import EDSDDraftConfig, validate_draft_folder
 from sglang_edsd.draft_io import vocab_maps, write_draft
 from sglang_edsd.edtrain.checkpoint import load_checkpoint
 from sglang_edsd.edtrain.model import EDSDTrainDraft
@@ -50,3 +51,13 @@ def _check_round_trip(config: EDSDDraftConfig, weights: dict[str, torch.Tensor],
     for name, w in fresh.state_dict().items():
         if not torch.equal(w, weights[name].to(dtype).float()):
             raise ExportError(f"exported tensor {name} does not read back as written")
+
+
+def read_draft(folder: str | Path) -> tuple[EDSDDraftConfig, dict[str, torch.Tensor], torch.Tensor]:
+    """(config, float32 training weights, draft-to-target ids) of a draft folder, manifest-checked."""
+    config = validate_draft_folder(folder, None)
+    tensors = load_file(str(Path(folder) / "model.safetensors"))
+    d2t = tensors.pop("d2t").long()
+    tensors.pop("t2d")
+    draft_to_target = d2t + torch.arange(d2t.numel())
+    return config, {k: v.float() for k, v in tensors.items()}, draft_to_target

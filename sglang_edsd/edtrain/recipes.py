@@ -18,6 +18,7 @@ from sglang_edsd.errors import EDSDError
 Recipe = Literal["edsd", "eagle3"]
 InputModule = Literal["edfuse", "fc"]
 Precision = Literal["auto", "bf16", "fp32"]
+LrSchedule = Literal["constant", "cosine"]
 RECIPES: tuple[str, ...] = get_args(Recipe)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
@@ -49,6 +50,8 @@ class TrainConfig:
     mask_p: bool = _f(True, "ablation: no entropy masking (p_t = 0)")
     step_n: bool = _f(True, "ablation: fixed TTT horizon n = S_max")
     lr: float = _f(5e-5, "AdamW learning rate")
+    lr_schedule: LrSchedule = _f("constant", "cosine: decay the lr to lr/10 over the run's tokens (after any warmup)")
+    warmup_tokens: int = _f(0, "linear lr warmup over this many tokens")
     betas: tuple[float, float] = _f((0.9, 0.95), "AdamW betas", cli=False)
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_length: int = _f(2048, "tokens kept per sample")
@@ -59,6 +62,8 @@ class TrainConfig:
     token_budget: int = _f(0, "size the run in tokens: T phases of budget/T tokens for Mask-p/Step-n (0: T epochs)")
     precision: Precision = _f("auto", "bf16: autocast, fp32 master weights, bf16 online target; auto: bf16 where fast")
     init_layer: int = _f(-1, "initialise the draft's decoder layer from this target decoder layer (-1: random)")
+    init_draft: str = _f("", "warm start: every weight and the vocabulary from this exported draft folder")
+    skip_tokens: int = _f(0, "start at this many tokens into the data stream (continue a warm-started run)")
     seed: int = _f(0, "seed of the init and the data order")
     checkpoint_every: int = _f(200, "optimizer steps between mid-phase checkpoints (0: phase ends only)")
     extra: dict[str, Any] = _f(dict, "free-form notes kept with the run", cli=False)
@@ -77,7 +82,10 @@ class TrainConfig:
             "batch_tokens": self.batch_tokens >= 0,
             "token_budget": self.token_budget >= 0,
             "precision": self.precision in PRECISIONS,
-            "init_layer": self.init_layer >= -1,
+            "init_layer": self.init_layer >= -1 and not (self.init_layer >= 0 and self.init_draft),
+            "lr_schedule": self.lr_schedule in get_args(LrSchedule),
+            "warmup_tokens": self.warmup_tokens >= 0,
+            "skip_tokens": self.skip_tokens >= 0 and (not self.token_budget or self.skip_tokens < self.token_budget),
             "checkpoint_every": self.checkpoint_every >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]

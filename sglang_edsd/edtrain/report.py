@@ -48,3 +48,36 @@ def plot_evals(evals: list[dict[str, Any]], path: Path, label: str = "") -> Path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_scaling(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Several recipes' held-out curves in one figure (step-1 and last-step agreement, tau proxy
+    against tokens seen): the data-scaling comparison. `runs` maps a label to its evals, in order
+    (a continued run's evals appended to the run it continues)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_acc, ax_tau) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for label, evals in runs.items():
+        seen = [e["tokens_seen"] / 1e6 for e in evals]
+        last = len(evals[-1]["agreement_per_step"])
+        line = ax_acc.plot(seen, [e["agreement_per_step"][0] for e in evals], marker="o", label=f"{label} step 1")
+        ax_acc.plot(
+            seen,
+            [e["agreement_per_step"][last - 1] for e in evals],
+            marker="s",
+            linestyle="--",
+            color=line[0].get_color(),
+            label=f"{label} step {last}",
+        )
+        ax_tau.plot(seen, [e["tau_proxy"] for e in evals], marker="o", label=label)
+    ax_acc.set(xlabel="training tokens seen (M)", ylabel="held-out top-1 agreement", title="held-out agreement")
+    ax_acc.legend(fontsize=7)
+    ax_tau.set(xlabel="training tokens seen (M)", ylabel="tau proxy (chain)", title="held-out tau proxy")
+    ax_tau.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

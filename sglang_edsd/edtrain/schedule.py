@@ -1,10 +1,13 @@
 """EDTrain's two curricula (paper Sec. 3.2): Mask-p_t (Eq. 5) and Step-n_t (Eq. 6).
 
 Both are pure functions of the epoch t in 0..T-1 so that a resumed run, a DDP rank and a
-unit test all agree on them without shared state.
+unit test all agree on them without shared state; the learning-rate schedule, likewise, is a
+pure function of the tokens seen.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -50,3 +53,17 @@ def mask_high_entropy(loss_mask: torch.Tensor, entropy: torch.Tensor, percent: f
     order = torch.sort(entropy[candidates], descending=True, stable=True).indices
     keep[candidates[order[:drop]]] = False
     return keep
+
+
+def lr_factor(seen: int, start: int, total: int, warmup: int, schedule: str) -> float:
+    """The lr multiplier at `seen` tokens of a run over tokens start..total: linear warmup over
+    `warmup` tokens, then constant or cosine down to 0.1. A pure function of the token count, so
+    a resumed run follows the same curve (why not a torch LR scheduler with its own state)."""
+    done = max(0, seen - start)
+    if warmup and done < warmup:
+        return (done + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total - start - warmup)
+    progress = min(1.0, (done - warmup) / span)
+    return 0.1 + 0.45 * (1.0 + math.cos(math.pi * progress))

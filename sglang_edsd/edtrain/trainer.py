@@ -29,13 +29,13 @@ from tqdm import tqdm
 from sglang_edsd.draft_config import EDSDDraftConfig, TargetInfo
 from sglang_edsd.draft_io import eagle3_layer_ids, parse_expansion
 from sglang_edsd.edtrain.checkpoint import load_checkpoint, save_checkpoint
-from sglang_edsd.edtrain.export import export_draft
+from sglang_edsd.edtrain.export import export_draft, read_draft
 from sglang_edsd.edtrain.model import EDSDTrainDraft
 from sglang_edsd.edtrain.objective import Labels, make_labels, unroll_loss
 from sglang_edsd.edtrain.packing import epoch_batches
 from sglang_edsd.edtrain.recipes import TrainConfig, TrainConfigError
 from sglang_edsd.edtrain.report import plot_evals, plot_history
-from sglang_edsd.edtrain.schedule import mask_percent, num_steps
+from sglang_edsd.edtrain.schedule import lr_factor, mask_percent, num_steps
 from sglang_edsd.edtrain.sources import OnlineData, SampleSource, open_source, resolve_precision
 from sglang_edsd.edtrain.target_head import TargetHead, load_target_layer
 from sglang_edsd.edtrain.vocab import draft_vocab_from_data
@@ -270,9 +270,12 @@ def train(
     target_path = Path(target_path or source.target_path)
     head = TargetHead.load(target_path)
     state = load_checkpoint(out)
+    warm = read_draft(cfg.init_draft) if cfg.init_draft and state is None else None
     if state is not None:
         _check_resume(state, cfg, world, out)
         d2t = state["draft_to_target"]
+    elif warm is not None:
+        d2t = warm[2]
     else:
         d2t = draft_vocab_from_data(source, cfg.draft_vocab_size, draft_vocab)
     dcfg = EDSDDraftConfig(
@@ -289,6 +292,9 @@ def train(
     model.init_from_target(sup.lm_rows, sup.head.norm_weight, cfg.seed)
     if cfg.init_layer >= 0:
         model.init_decoder_from_target(load_target_layer(target_path, cfg.init_layer))
+    if warm is not None:
+        _check_warm_start(warm[0], dcfg, cfg.init_draft)
+        model.load_state_dict(warm[1], strict=True)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     epoch, pos, tokens_seen, history, stats, evals = 0, 0, 0, [], None, []
@@ -338,12 +344,14 @@ def train(
             _write_jsonl(out / "evals.jsonl", evals)
             plot_evals(evals, out / "heldout.png")
 
+    per_step = world * cfg.grad_accum
+    batches = epoch_batches(lengths, world, cfg.seed, epoch, cfg.batch_tokens)
+    if state is None and cfg.skip_tokens:
+        epoch, pos, tokens_seen, batches = _skip(cfg, lengths, world, per_step)
     if not evals:
         evaluate_heldout()
     total = cfg.token_budget or cfg.epochs * sum(lengths)
     bar = tqdm(total=total, initial=min(tokens_seen, total), unit="tok", disable=not progress or rank != 0)
-    per_step = world * cfg.grad_accum
-    batches = epoch_batches(lengths, world, cfg.seed, epoch, cfg.batch_tokens)
     steps_done = 0
     while not finished(epoch, tokens_seen):
         phase = phase_of(epoch, tokens_seen)
@@ -364,6 +372,8 @@ def train(
             stats["samples"] += len(batch)
             stats["tokens"] += sum(lengths[i] for i in batch)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * lr_factor(tokens_seen, cfg.skip_tokens, total, cfg.warmup_tokens, cfg.lr_schedule)
         opt.step()
         opt.zero_grad(set_to_none=True)
         stats["seconds"] += time.perf_counter() - t0
@@ -434,6 +444,27 @@ def _heldout_samples(
         share_with=source,
     )
     return [held[i] for i in tqdm(range(len(held)), desc="held-out features", unit="sample", leave=False)]
+
+
+def _skip(cfg: TrainConfig, lengths: list[int], world: int, per_step: int) -> tuple[int, int, int, list]:
+    """(epoch, position, tokens seen, that epoch's batches) once `skip_tokens` of the stream have
+    passed, rounded up to an optimizer step: where a run over the same data, seed and batches
+    that stopped there continues."""
+    epoch, seen = 0, 0
+    while True:
+        batches = epoch_batches(lengths, world, cfg.seed, epoch, cfg.batch_tokens)
+        for pos in range(0, len(batches), per_step):
+            if seen >= cfg.skip_tokens:
+                return epoch, pos, seen, batches
+            seen += sum(lengths[i] for batch in batches[pos : pos + per_step] for i in batch)
+        epoch += 1
+
+
+def _check_warm_start(theirs: EDSDDraftConfig, ours: EDSDDraftConfig, folder: str) -> None:
+    a, b = theirs.to_hf_dict(), ours.to_hf_dict()
+    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    if changed:
+        raise TrainConfigError(f"--init-draft {folder} is not this run's draft shape: {changed} differ")
 
 
 def _check_resume(state: dict[str, Any], cfg: TrainConfig, world: int, out: Path) -> None:
