@@ -10,7 +10,7 @@ two-number problems, for targets that score near zero on GSM8K (then say so: it 
 standard benchmark). `--baseline` also serves the target without speculation, which plain
 EDSD must equal (greedy, float32) and which gives the target's own accuracy.
 
-    python benchmarks/bench_easd.py --task gsm8k --num 100 --easd benchmarks/results/easd/smollm2-edsd-p80.json
+    python benchmarks/bench_easd.py --task gsm8k --num 100 --easd sglang_edsd/drafts/inputs/easd/smollm2-edsd-p80.json
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
         "--easd",
         nargs="+",
         default=None,
-        help="EASD configuration JSON file(s), one server each (default: the shipped draft's p80)",
+        help="EASD configuration JSON file(s), one server each (default: p80 of the first SmolLM2 EDSD draft, "
+        "sglang_edsd/drafts/inputs/easd/; calibrate your draft with `sglang-edsd easd-calibrate`)",
     )
     p.add_argument("--answer-len", type=int, default=None, help="max tokens per answer (default 256, quick 128)")
     p.add_argument("--baseline", action="store_true", help="also serve the target without speculation")
@@ -58,7 +59,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
 def set_defaults(args: argparse.Namespace) -> None:
     args.num = args.num or (10 if args.quick else 100)
     args.answer_len = args.answer_len or (128 if args.quick else 256)
-    args.easd = args.easd or [str(harness.REPO / "benchmarks/results/easd/smollm2-edsd-p80.json")]
+    args.easd = args.easd or [str(harness.REPO / "sglang_edsd/drafts/inputs/easd/smollm2-edsd-p80.json")]
     for path in args.easd:
         EASDConfig.from_json(Path(path).read_text(), path)  # fail before any server starts
 

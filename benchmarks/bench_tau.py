@@ -8,9 +8,12 @@ task's requests (SGLang's `spec_num_correct_drafts` and `spec_verify_ct`). Speed
 over the same prompts without speculation, measured in the same run. In float32 every
 speculative answer must equal the no-speculation one: the JSON counts mismatches.
 
-Each finished request is appended (fsynced) to `<out>.partial.jsonl`; a rerun skips finished
-requests, so a killed run resumes; while `<out>.pause` exists no new request starts, so other
-work on the machine can run between timed requests. Usage (the README's table):
+Each finished request is appended (fsynced) to `<out>.requests.jsonl`; a rerun skips finished
+requests, so a killed run resumes; a run that ends gzips the log to `<out>.requests.jsonl.gz`
+(a rerun unpacks it first). While `<out>.pause` exists no new request starts, so other work on
+the machine can run between timed requests. The JSON records the command, commit, SGLang
+version and hardware (`harness.provenance`) next to the model and server flags; the target and
+base flags default to SmolLM2-135M-Instruct on CPU in float32. Usage (the first drafts' table):
 
     sglang-edsd prompts --out artifacts/prompts
     python benchmarks/bench_tau.py --prompts artifacts/prompts --out benchmarks/results/smollm2-tau.json \\
@@ -21,7 +24,6 @@ work on the machine can run between timed requests. Usage (the README's table):
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -31,10 +33,9 @@ import harness
 from harness import markdown_table
 from tqdm import tqdm
 
-from sglang_edsd.assets import smollm2_path
 from sglang_edsd.client import Answer, ask
-from sglang_edsd.data.append_log import append_records, read_append_log
-from sglang_edsd.launcher import cpu_args, launch, spec_args
+from sglang_edsd.data.append_log import append_records, pack, packed, read_append_log, unpack
+from sglang_edsd.launcher import launch, spec_args
 from sglang_edsd.prompts import load_prompts
 
 TASKS = ("mt_bench", "humaneval", "gsm8k", "alpaca", "summarization")
@@ -74,43 +75,43 @@ def select_prompts(prompt_dir: str, tasks: list[str], per_task: int) -> list[dic
     return chosen
 
 
-def _done(partial: Path) -> dict[tuple[str, str], dict[str, Any]]:
+def _done(request_log: Path) -> dict[tuple[str, str], dict[str, Any]]:
     """Finished requests of an interrupted run, by (config, prompt id)."""
-    rows = read_append_log(partial, "benchmark record", ("config", "id"))
+    rows = read_append_log(request_log, "benchmark record", ("config", "id"))
     return {(r["config"], r["id"]): r for r in rows}
 
 
-def _wait_while_paused(partial: Path) -> None:
+def _wait_while_paused(flag: Path) -> None:
     """Hold the next request while `<out>.pause` exists: other work on the machine (a test run)
     then happens between timed requests, never inside one."""
-    flag = partial.with_name(partial.name.replace(".partial.jsonl", ".pause"))
     while flag.exists():
         time.sleep(5)
 
 
 def run_config(
     cfg: dict[str, Any],
-    base: list[str],
+    args: argparse.Namespace,
     prompts: list[dict[str, Any]],
-    partial: Path,
-    max_tokens: int,
-    log_dir: Path,
-    temperature: float,
+    request_log: Path,
 ) -> None:
-    done = _done(partial)
+    done = _done(request_log)
     todo = [p for p in prompts if (cfg["name"], p["id"]) not in done]
     if not todo:
         return
-    flags = base + (spec_args(cfg["algorithm"], cfg["draft"], cfg["steps"]) if cfg["algorithm"] else [])
+    flags = harness.base_args(args) + (
+        spec_args(cfg["algorithm"], cfg["draft"], cfg["steps"]) if cfg["algorithm"] else []
+    )
+    out_json = Path(args.out)
+    log_path = out_json.with_suffix(".logs") / f"{cfg['name']}.log"
     with (
-        launch(smollm2_path(), flags, log_path=log_dir / f"{cfg['name']}.log") as server,
-        partial.open("a", encoding="utf-8") as out,
+        launch(harness.model_path(args), flags, log_path=log_path) as server,
+        request_log.open("a", encoding="utf-8") as out,
     ):
         for prompt in WARMUP:
             ask(server, prompt, 16)
         for p in tqdm(todo, desc=cfg["name"], unit="req"):
-            _wait_while_paused(partial)
-            answer = _fields(ask(server, p["prompt"], max_tokens, temperature=temperature))
+            _wait_while_paused(out_json.with_suffix(".pause"))
+            answer = _fields(ask(server, p["prompt"], args.max_tokens, temperature=args.temperature))
             row = {"config": cfg["name"], "id": p["id"], "task": p["task"], **answer, "finished_at": time.time()}
             append_records(out, [row])
 
@@ -308,9 +309,10 @@ def report(results: dict[str, Any], args: argparse.Namespace, png: Path) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--prompts", required=True, help="folder written by `sglang-edsd prompts`")
-    p.add_argument("--out", required=True, help="result JSON (a PNG and .partial.jsonl go next to it)")
-    p.add_argument("--edsd-draft")
-    p.add_argument("--eagle3-draft")
+    p.add_argument("--out", required=True, help="result JSON (the .md, .png and .requests.jsonl.gz go next to it)")
+    p.add_argument("--edsd-draft", help="run EDSD with this draft (and the --sweep-depths); absent: no EDSD rows")
+    p.add_argument("--eagle3-draft", help="run SGLang's EAGLE3 with this draft; absent: no EAGLE-3 rows")
+    harness.add_server_arguments(p)
     p.add_argument("--tasks", nargs="+", default=list(TASKS))
     p.add_argument("--num-per-task", type=int, default=40)
     p.add_argument("--max-tokens", type=int, default=128)
@@ -322,7 +324,6 @@ def main() -> None:
         help="extra EDSD chain depths, run on --sweep-per-task prompts of each task",
     )
     p.add_argument("--sweep-per-task", type=int, default=8)
-    p.add_argument("--max-total-tokens", type=int, default=16384)
     p.add_argument(
         "--temperature",
         type=float,
@@ -333,50 +334,47 @@ def main() -> None:
     p.add_argument(
         "--summarize-only",
         action="store_true",
-        help="start no server: table, JSON and PNG of what the partial log holds",
+        help="start no server: table, JSON and PNG of what the request log holds",
     )
     args = p.parse_args()
-
+    meta = harness.provenance(NAME)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_suffix(".partial.jsonl")
-    log_dir = out.with_suffix(".logs")
+    request_log = out.with_suffix(".requests.jsonl")
     prompts = select_prompts(args.prompts, args.tasks, args.num_per_task)
     sweep = [p for task in args.tasks for p in [q for q in prompts if q["task"] == task][: args.sweep_per_task]]
-    base = cpu_args("float32", max_total_tokens=args.max_total_tokens)
     cfgs = run_configs(args)
     if not args.summarize_only:
+        unpack(request_log)
         # Task by task, every main config on a task before the next task: an interrupted run
         # leaves whole tasks compared side by side, then the depth sweep.
         for task in args.tasks:
             for cfg in (c for c in cfgs if not c["sweep"]):
-                run_config(
-                    cfg,
-                    base,
-                    [q for q in prompts if q["task"] == task],
-                    partial,
-                    args.max_tokens,
-                    log_dir,
-                    args.temperature,
-                )
+                run_config(cfg, args, [q for q in prompts if q["task"] == task], request_log)
         for cfg in (c for c in cfgs if c["sweep"]):
-            run_config(cfg, base, sweep, partial, args.max_tokens, log_dir, args.temperature)
-    result = summarize(cfgs, prompts, _done(partial), args.tasks)
-    print(table(result, args.tasks))
+            run_config(cfg, args, sweep, request_log)
+    result = summarize(cfgs, prompts, _done(request_log), args.tasks)
+    text = table(result, args.tasks)
+    print(text)
     report = {
-        "model": str(smollm2_path()),
-        "base_server_args": base,
+        **meta,
+        "model": harness.model_path(args),
+        "base_server_args": harness.base_args(args),
         "max_tokens": args.max_tokens,
         "num_per_task": args.num_per_task,
         "sweep_per_task": args.sweep_per_task,
         "batch_size": 1,
         "temperature": args.temperature,
+        "requests": packed(request_log).name,
         "complete": _complete(result, cfgs, len(prompts), len(sweep)),
         "configs": result,
     }
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    harness.write_json(out, report)
+    out.with_suffix(".md").write_text(text + "\n")
     plot(result, args.tasks, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    if not args.summarize_only:
+        pack(request_log)
+    print(f"wrote {out} and its .md, .png, .requests.jsonl.gz")
 
 
 if __name__ == "__main__":

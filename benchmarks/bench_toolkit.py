@@ -153,18 +153,12 @@ def main() -> None:
         f"{rows['capture']['eagle3_bytes_per_token']} (EAGLE-3, 3 layers); online writes none\n"
     )
     print(text)
-    import sglang
-
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = harness.RESULTS / f"toolkit-{stamp}"
     harness.write_json(
         out.with_suffix(".json"),
         {
-            "benchmark": "toolkit",
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "hardware": harness.hardware(),
-            "sglang_version": sglang.__version__,
-            "git_commit": harness.git_commit(),
+            **harness.provenance("toolkit"),
             "target": str(target),
             "data": {k: v if isinstance(v, int) else len(v) for k, v in stats.items()},
             "results": rows,

@@ -58,9 +58,18 @@ class ServeConfig:
         return spec_args(self.algorithm, self.draft, self.steps, self.topk, self.draft_tokens) + list(self.extra_flags)
 
 
+def add_server_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags for the target and the base flags of every server: what `model_path` and `base_args` read."""
+    p.add_argument("--model", default=None, help="target model folder (default: SmolLM2-135M-Instruct)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--max-total-tokens", type=int, default=16384, help="KV-cache tokens (CPU)")
+    p.add_argument("--server-args", default="", help="extra flags for every server, one string")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by the served benchmarks: target, drafts, drafting shape, hardware, output."""
-    p.add_argument("--model", default=None, help="target model folder (default: SmolLM2-135M-Instruct)")
+    add_server_arguments(p)
     p.add_argument("--edsd-draft", default=None, help="EDSD draft folder (default: the shipped SmolLM2 draft)")
     p.add_argument("--eagle3-draft", default=None, help="EAGLE-3 draft folder (default: the shipped SmolLM2 one)")
     p.add_argument("--steps", type=int, default=4, help="draft depth (default: EDSD's depth-4 chain)")
@@ -74,10 +83,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=["none", "eagle3", "edsd"],
         help="which of the compared servers to run (default all three)",
     )
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--max-total-tokens", type=int, default=16384, help="KV-cache tokens (CPU)")
-    p.add_argument("--server-args", default="", help="extra flags for every server, one string")
     p.add_argument(
         "--prompts",
         default=None,
@@ -230,21 +235,29 @@ def hardware() -> dict[str, Any]:
     return hw
 
 
-def run_metadata(name: str, args: argparse.Namespace, configs: list[ServeConfig]) -> dict[str, Any]:
-    """Everything needed to reproduce or question a result."""
+def provenance(name: str) -> dict[str, Any]:
+    """What produced a result file, for every benchmark script: the command, when, on what
+    hardware, with which SGLang and which commit of this repository."""
     import sglang
 
     return {
         "benchmark": name,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "hardware": hardware(),
+        "sglang_version": sglang.__version__,
+        "git_commit": git_commit(),
+    }
+
+
+def run_metadata(name: str, args: argparse.Namespace, configs: list[ServeConfig]) -> dict[str, Any]:
+    """Everything needed to reproduce or question a result."""
+    return {
+        **provenance(name),
         "model": model_path(args),
         "base_server_args": base_args(args),
         "configs": [{**asdict(c), "shape": c.shape, "flags": c.flags()} for c in configs],
         "quick": args.quick,
-        "hardware": hardware(),
-        "sglang_version": sglang.__version__,
-        "git_commit": git_commit(),
     }
 
 

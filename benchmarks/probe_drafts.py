@@ -209,10 +209,7 @@ def main() -> None:
     harness.write_json(
         stem.with_suffix(".json"),
         {
-            "benchmark": f"probes-{args.group}",
-            "command": " ".join(["python", *sys.argv]),
-            "hardware": harness.hardware(),
-            "git_commit": harness.git_commit(),
+            **harness.provenance(f"probes-{args.group}"),
             "args": vars(args),
             "results": results,
         },

@@ -4,14 +4,16 @@
 # Every step is resumable: run the script again after an interruption and it picks up where it
 # stopped (regenerate skips finished conversations, capture continues at its last shard, train
 # resumes from its checkpoint). The budget, and why it is this small, is in
-# sglang_edsd/drafts/README.md. Usage: bash benchmarks/smollm2_drafts.sh [WORK_DIR]
+# docs/results-smollm2.md (history). Usage: bash benchmarks/smollm2_drafts.sh [WORK_DIR]
 set -euo pipefail
 
 W=${1:-artifacts/smollm2-drafts}
-R=benchmarks/results/smollm2-drafts   # committed: data, EDSelect, training logs and times
+R=benchmarks/results/smollm2-drafts   # committed: decontamination report, training logs and times
 SHIP=sglang_edsd/drafts
+IN=$SHIP/inputs                       # committed: the regenerated data, EDSelect's result
+REGEN=$IN/regen-smollm2-sharegpt192.jsonl.gz
 T=$(sglang-edsd fetch-smollm2)
-EDSELECT=benchmarks/results/edselect-smollm2-sharegpt128/edselect.json
+EDSELECT=$IN/edselect-smollm2-sharegpt128/edselect.json
 mkdir -p "$W" "$R"
 
 # 1. 192 single-turn ShareGPT conversations, decontaminated against every evaluation prompt
@@ -22,10 +24,10 @@ sglang-edsd decontaminate --data "$W/subset.jsonl" --prompts "$W/prompts" --out 
 cp "$W/subset-clean.jsonl.contamination.json" "$R/contamination.json"
 
 # 2. the paper's alignment step: SmolLM2 re-answers (greedy, <= 256 new tokens), batched in-process
-if [ -f "$R/regen.jsonl.gz" ] && [ ! -f "$W/regen.jsonl" ]; then gunzip -c "$R/regen.jsonl.gz" > "$W/regen.jsonl"; fi
+if [ -f "$REGEN" ] && [ ! -f "$W/regen.jsonl" ]; then gunzip -c "$REGEN" > "$W/regen.jsonl"; fi
 sglang-edsd regenerate --data "$W/subset-clean.jsonl" --out "$W/regen.jsonl" --local "$T" \
     --batch-size 32 --max-tokens 256
-gzip -9 -n -c "$W/regen.jsonl" > "$R/regen.jsonl.gz"
+gzip -9 -n -c "$W/regen.jsonl" > "$REGEN"
 
 # 3. tokens + loss mask, draft vocabulary (4k: the data holds 3,415 distinct answer ids), capture of EDSelect's layers and EAGLE-3's
 sglang-edsd prepare --target "$T" --data "$W/regen.jsonl" --out "$W/tokens.jsonl"

@@ -10,6 +10,7 @@ set -euo pipefail
 
 W=${W:-$HOME/.cache/sglang_edsd/runs/online}
 R=benchmarks/results/smollm2-online
+IN=sglang_edsd/drafts/inputs   # committed inputs: the first drafts' regenerated data, EDSelect's result
 T=$(sglang-edsd fetch-smollm2)
 S=$(sglang-edsd fetch-sharegpt)
 mkdir -p "$W" "$R"
@@ -41,7 +42,7 @@ data() {
   # trained on, as SmolLM2 re-answered them (committed) and with their own ShareGPT answers;
   # both keep only the conversations in both files and none of the held-out ones.
   if [ ! -f "$W/orig192-tokens.jsonl" ]; then
-    gunzip -c benchmarks/results/smollm2-drafts/regen.jsonl.gz > "$W/regen192-all.jsonl"
+    gunzip -c "$IN/regen-smollm2-sharegpt192.jsonl.gz" > "$W/regen192-all.jsonl"
     sglang-edsd subset --data "$S" --out "$W/orig192-all.jsonl" --num 192 --seed 0 --max-user-chars 1200 \
         --max-user-turns 1
     python - "$W" <<'PY'
@@ -69,7 +70,7 @@ probes() {
   # Which layers (EDSelect's pick, the opposite curvature reading, deep pairs; single layers for
   # the metrics' Spearman correlation), which init, which answers: all scored on held-out data.
   python benchmarks/probe_drafts.py layers --data "$W/train-tokens.jsonl" "${PROBE[@]}" \
-      --edselect benchmarks/results/edselect-smollm2-sharegpt128/edselect.json
+      --edselect "$IN/edselect-smollm2-sharegpt128/edselect.json"
   python benchmarks/probe_drafts.py init --data "$W/train-tokens.jsonl" "${PROBE[@]}" --layer-ids ${PAIR:-14 26}
   python benchmarks/probe_drafts.py data --data "$W/orig192-tokens.jsonl" --regen "$W/regen192-tokens.jsonl" \
       "${PROBE[@]}" --layer-ids ${PAIR:-14 26}

@@ -14,6 +14,7 @@ import json
 import math
 import operator
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -237,3 +238,40 @@ def test_tau_summary_speedup_against_none_and_without_it():
     alone = bench_tau.summarize(cfgs[1:], prompts, edsd, ["gsm8k"])["edsd"]
     assert alone["mean_tau"] == 1.5 and alone["tokens_per_s"] == 5.0
     assert alone["speedup"] is None and alone["outputs_differing_from_none"] is None
+
+
+def test_tau_script_records_its_setup_without_a_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`bench_tau.py --summarize-only` starts no server: from a packed request log it writes the JSON
+    with the harness's provenance (command, commit, SGLang version, hardware), the table and the
+    plot, and leaves the log packed."""
+    import bench_tau
+    import sglang
+
+    from sglang_edsd.data.append_log import append_records, pack
+
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    record = {"id": "g1", "task": "gsm8k", "source": "test", "turns": ["1 + 1?"], "reference": None}
+    (prompts / "gsm8k.jsonl").write_text(json.dumps(record) + "\n")
+    log = tmp_path / "tau.requests.jsonl"
+    answer = {"id": "g1", "task": "gsm8k", "text": "2", "completion_tokens": 4, "client_cpu_s": 0.1}
+    with log.open("a", encoding="utf-8") as out:
+        append_records(out, [{"config": "none", **answer, "seconds": 2.0, "verify_ct": 0, "correct_drafts": 0}])
+        append_records(out, [{"config": "edsd", **answer, "seconds": 1.0, "verify_ct": 2, "correct_drafts": 2}])
+    pack(log)
+    out = tmp_path / "tau.json"
+    argv = ["bench_tau.py", "--prompts", str(prompts), "--out", str(out), "--model", str(tmp_path / "target")]
+    argv += ["--edsd-draft", "d", "--tasks", "gsm8k", "--num-per-task", "1", "--sweep-depths", "--summarize-only"]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench_tau.main()
+
+    res = json.loads(out.read_text())
+    assert res["benchmark"] == "tau" and "--summarize-only" in res["command"] and res["started"]
+    assert re.fullmatch(r"[0-9a-f]{40}( \(dirty\))?", res["git_commit"]), res["git_commit"]
+    assert res["sglang_version"] == sglang.__version__ and res["hardware"]["cpu_count"] >= 1
+    assert res["model"] == str(tmp_path / "target") and res["base_server_args"][:2] == ["--device", "cpu"]
+    assert res["requests"] == "tau.requests.jsonl.gz" and res["complete"] is True
+    assert res["configs"]["edsd"]["mean_tau"] == 2.0 and res["configs"]["edsd"]["speedup"] == 2.0
+    assert out.with_suffix(".md").read_text().startswith("| config")
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert not log.exists() and log.with_name(log.name + ".gz").exists()

@@ -373,7 +373,7 @@ def test_shipped_drafts_training_data_holds_no_evaluation_prompt(prompt_dir: Pat
     evaluation prompt (the benchmark's tau would otherwise measure memorisation)."""
     import gzip
 
-    shipped = Path(__file__).parent.parent / "benchmarks/results/smollm2-drafts/regen.jsonl.gz"
+    shipped = Path(__file__).parent.parent / "sglang_edsd/drafts/inputs/regen-smollm2-sharegpt192.jsonl.gz"
     data = tmp_path / "regen.jsonl"
     data.write_bytes(gzip.decompress(shipped.read_bytes()))
     assert len(data.read_text().splitlines()) == 192

@@ -1,6 +1,8 @@
 """Drafts shipped inside the package (bf16 safetensors + config + model card per folder).
 
 `benchmarks/smollm2_online_drafts.sh` rebuilds them; each folder's README.md is its model card.
+`inputs/` holds what they were built from (regenerated data, EDSelect's result, EASD configs),
+read from a checkout by the build scripts, benchmarks and tests; it is not package data.
 """
 
 from __future__ import annotations
