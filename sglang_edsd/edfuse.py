@@ -31,10 +31,20 @@ class EDFuse(nn.Module):
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        self.gate = nn.Linear(feature_size, expansion_size, bias=False)
+        gate, up, down = self.projections(feature_size, hidden_size, expansion_size)
+        self.gate = gate
         self.norm = nn.LayerNorm(hidden_size, eps=eps) if token_layernorm else nn.Identity()
-        self.up = nn.Linear(hidden_size, expansion_size, bias=False)
-        self.down = nn.Linear(expansion_size, hidden_size, bias=False)
+        self.up = up
+        self.down = down
+
+    def projections(self, feature_size: int, hidden_size: int, expansion_size: int) -> tuple[nn.Module, ...]:
+        """gate, up and down as plain linear layers; the served model shards them over TP ranks
+        (`serving/edfuse_tp.py`). Each maps a tensor to a tensor, as `nn.Linear` does."""
+        return (
+            nn.Linear(feature_size, expansion_size, bias=False),
+            nn.Linear(hidden_size, expansion_size, bias=False),
+            nn.Linear(expansion_size, hidden_size, bias=False),
+        )
 
     def feature_stream(self, features: torch.Tensor) -> torch.Tensor:
         """SiLU(gate(features)): the target-feature side of the product."""

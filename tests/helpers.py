@@ -1,4 +1,4 @@
-"""Helpers several test modules share (edit a draft folder in place)."""
+"""Helpers several test modules share (edit a draft folder in place, chat prompts as token ids)."""
 
 from __future__ import annotations
 
@@ -18,3 +18,12 @@ def edit_weights(draft: Path, edit) -> None:
     tensors = load_file(str(draft / "model.safetensors"))
     edit(tensors)
     save_file(tensors, str(draft / "model.safetensors"))
+
+
+def chat_ids(model: Path, prompt: str) -> list[int]:
+    """`prompt` as one user turn through the model's chat template, as token ids."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    return tok(text, add_special_tokens=False)["input_ids"]

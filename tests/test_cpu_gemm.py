@@ -53,6 +53,7 @@ print(json.dumps({"routed_rows": calls, "lm_head_hooked": hasattr(LogitsProcesso
 """
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("switch", ["1", "0"])
 def test_hooked_into_sglang_by_the_plugin(switch, monkeypatch):
     """In a fresh process, load_plugins() routes a 5-row SGLang linear (not a 1-row one);

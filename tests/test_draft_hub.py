@@ -88,17 +88,20 @@ def hub_cases(smollm2: Path, smollm2_draft: Path, tmp_path_factory: pytest.TempP
     return results
 
 
+@pytest.mark.long
 def test_hub_ids_resolve_through_the_local_cache(hub_cases: dict[str, dict]) -> None:
     assert hub_cases["hub-both"] == {"ok": [4, 5]}
     assert hub_cases["hub-draft-local-target"] == {"ok": [4, 5]}
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("case", ["hub-target-wrong-depth", "hub-target-local-draft-wrong-depth"])
 def test_hub_target_is_checked_against_the_draft(hub_cases: dict[str, dict], case: str) -> None:
     error = hub_cases[case].get("error", "")
     assert "EDSD draft rejected: draft was built for another target: target num_hidden_layers is 12" in error
 
 
+@pytest.mark.long
 def test_hub_draft_without_weights_names_the_problem(hub_cases: dict[str, dict]) -> None:
     error = hub_cases["hub-draft-no-weights"].get("error", "")
     assert "EDSD draft rejected" in error and "no *.safetensors weights" in error, error

@@ -20,6 +20,7 @@ import torch
 from sglang_edsd.easd.rule import ENV, EASDConfig, EASDConfigError, entropy_and_top, mask_rejected, overlap
 from sglang_edsd.serving.entropy_trace import ENV as TRACE_ENV
 from sglang_edsd.serving.entropy_trace import read_trace
+from tests.helpers import chat_ids
 
 
 def _chain_case(steps: int = 3, vocab: int = 8):
@@ -172,20 +173,12 @@ def easd_servers(smollm2: Path, tmp_path_factory: pytest.TempPathFactory):
             s.stop()
 
 
-def _prompt_ids(smollm2: Path, prompt: str) -> list[int]:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(smollm2)
-    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-    return tok(text, add_special_tokens=False)["input_ids"]
-
-
 @pytest.mark.server
 def test_served_thresholds_at_infinity_change_nothing(easd_servers, smollm2: Path):
     from tests.servers import greedy_ids
 
     for prompt in SERVED_PROMPTS:
-        ids = _prompt_ids(smollm2, prompt)
+        ids = chat_ids(smollm2, prompt)
         off = greedy_ids(easd_servers["easd-off"], ids, SERVED_TOKENS)
         never = greedy_ids(easd_servers["easd-never"], ids, SERVED_TOKENS)
         assert never["ids"] == off["ids"]
@@ -202,7 +195,7 @@ def test_served_rule_firing_everywhere_rejects_every_proposal(easd_servers, smol
     model = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32).eval()
     runner_up = 0
     for prompt in SERVED_PROMPTS:
-        ids = _prompt_ids(smollm2, prompt)
+        ids = chat_ids(smollm2, prompt)
         out = greedy_ids(easd_servers["easd-always"], ids, SERVED_TOKENS)
         meta = out["meta"]
         # No proposal accepted; every verify emits one token (the first came from the prefill).
@@ -228,7 +221,7 @@ def test_served_entropy_trace_changes_nothing_and_matches_the_target(easd_server
     model = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32).eval()
     traced = easd_servers["edsd-traced"]
     for prompt in SERVED_PROMPTS:
-        ids = _prompt_ids(smollm2, prompt)
+        ids = chat_ids(smollm2, prompt)
         off = greedy_ids(easd_servers["easd-off"], ids, SERVED_TOKENS)
         out = greedy_ids(traced, ids, SERVED_TOKENS)
         assert out["ids"] == off["ids"]

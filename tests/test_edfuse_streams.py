@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sglang_edsd.edfuse import EDFuse
-from sglang_edsd.serving.edfuse_streams import EDFuseRunner
+from sglang_edsd.serving.edfuse_streams import EDFuseRunner, chunk_bounds
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -90,6 +90,52 @@ def test_grad_mode_runs_the_differentiable_module(fake_cuda) -> None:
     fuse(f, e).square().sum().backward()
     for g, want in zip(got, [p.grad for p in fuse.parameters()] + [f.grad]):
         torch.testing.assert_close(g, want)
+
+
+def test_chunked_cuda_path_runs_without_the_side_stream(fake_cuda) -> None:
+    """Row chunks run one after another on the current stream: no fork/join, no record_stream."""
+    fuse, runner, log, made, recorded = fake_cuda
+    runner.chunk_bytes = 2 * 12 * 4  # two rows of a 12-wide float32 temporary
+    f, e = torch.randn(5, 16), torch.randn(5, 8)
+    with torch.no_grad():
+        out = runner(f, e)
+    assert not log and not recorded and [t.shape[0] for t in made] == [2, 2, 1]
+    torch.testing.assert_close(out, fuse(f, e))
+
+
+@pytest.mark.parametrize("rows, max_rows", [(0, 4), (1, 4), (4, 4), (5, 4), (10, 4), (8192, 1170), (8193, 1170)])
+def test_chunk_bounds_are_few_near_equal_and_cover_the_rows(rows: int, max_rows: int) -> None:
+    bounds = chunk_bounds(rows, max_rows)
+    sizes = [b - a for a, b in bounds]
+    assert bounds[0][0] == 0 and bounds[-1][1] == rows
+    assert all(prev[1] == nxt[0] for prev, nxt in zip(bounds, bounds[1:]))
+    assert len(bounds) == max(1, -(-rows // max_rows)) and max(sizes) <= max_rows and max(sizes) - min(sizes) <= 1
+
+
+def test_chunk_rows_follow_the_byte_bound() -> None:
+    """At the paper's m = 14336 (Llama-3-8B FFN) an 8192-token prefill runs as 8 chunks of 1024 rows in bf16."""
+    runner = EDFuseRunner(EDFuse(16, 8, 14336), torch.device("cpu"))
+    assert runner.max_rows(torch.bfloat16) == 1170 and runner.max_rows(torch.float32) == 585
+    assert chunk_bounds(8192, runner.max_rows(torch.bfloat16)) == [(i * 1024, (i + 1) * 1024) for i in range(8)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_forward_is_bit_identical_and_bounded(dtype: torch.dtype) -> None:
+    """The shipped SmolLM2 draft's EDFuse shape, 600 rows in chunks of 150: the same bits as one
+    call, and no gate/up output larger than the bound."""
+    torch.manual_seed(0)
+    fuse = EDFuse(2 * 576, 576, 1536).to(dtype)
+    f, e = torch.randn(600, 2 * 576, dtype=dtype), torch.randn(600, 576, dtype=dtype)
+    bound = 150 * 1536 * dtype.itemsize
+    seen: list[int] = []
+    for layer in (fuse.gate, fuse.up):
+        layer.register_forward_hook(lambda module, args, out: seen.append(out.nbytes))
+    with torch.no_grad():
+        chunked = EDFuseRunner(fuse, torch.device("cpu"), chunk_bytes=bound)(f, e)
+        calls = list(seen)
+        whole = fuse(f, e)
+    assert torch.equal(chunked, whole)
+    assert len(calls) == 8 and max(calls) == bound  # 4 chunks x (gate, up), each exactly at the bound
 
 
 def test_side_stream_needs_cuda() -> None:

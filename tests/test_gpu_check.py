@@ -22,6 +22,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=600, env=env)
 
 
+@pytest.mark.long
 def test_dry_run_writes_every_result(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = _run("--dry-run", str(out))

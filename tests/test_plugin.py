@@ -14,6 +14,7 @@ from sglang_edsd.draft_io import init_draft
 from tests.helpers import edit_config, edit_weights
 
 
+@pytest.mark.long
 def test_entry_point_in_fresh_process() -> None:
     """`load_plugins()` (what every SGLang process runs) makes `from_string("EDSD")` work."""
     code = (

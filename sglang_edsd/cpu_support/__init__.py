@@ -4,8 +4,8 @@ PyPI's sgl-kernel is CUDA-only, so SGLang's CPU path lacks the `sgl_kernel.*_cpu
 intel_amx attention backend and speculative helpers call. This layer supplies torch-native
 versions (`ops.py`, installed by `install.py`), switches SGLang's CPU engine on and tells
 SGLang's platform facts that the intel_amx backend may run (it is the only CPU entry in
-SGLang's draft-attention factory), and routes few-row float32 GEMMs (`gemm.py`), the shape of
-a verify pass, through a faster call.
+SGLang's draft-attention factory), routes few-row float32 GEMMs (`gemm.py`), the shape of
+a verify pass, through a faster call, and keeps tensor-parallel groups on gloo (`distributed.py`).
 
 It activates by itself when torch sees no CUDA device (plugins run before flags are parsed,
 so the machine, not `--device`, decides) and never on a GPU machine. Override with
@@ -67,8 +67,9 @@ def maybe_enable() -> bool:
     if not cpu_has_amx_support():
         # Our ops implement what intel_amx needs; without this SGLang downgrades it.
         override_platform(has_amx=True).install()
-    from sglang_edsd.cpu_support import gemm
+    from sglang_edsd.cpu_support import distributed, gemm
 
+    distributed.register_hooks()
     gemm_route = gemm.register_hooks()
     # In spawned children `child_path/sgl_kernel` may already have installed the ops, so
     # report what is reachable rather than what this call registered.

@@ -11,6 +11,9 @@ captured target layers (width 2*d_t) come in; decode steps pass the draft hidden
 straight to the decoder layer, and the token still enters through the layer's own
 embedding half. The training model (sglang_edsd.edtrain) makes the identical choice.
 
+EDFuse is sharded over tensor-parallel ranks like SGLang's own MLP (`edfuse_tp.py`); the
+checkpoint holds full tensors and each layer's weight loader takes its rank's slice.
+
 Weight loading is strict: every tensor is checked against the draft config's manifest
 and a missing, unexpected or mis-shaped tensor stops start-up with its name.
 """
@@ -39,9 +42,9 @@ from torch import nn
 from transformers import LlamaConfig
 
 from sglang_edsd.draft_config import EDSDDraftConfig, check_tensor_manifest
-from sglang_edsd.edfuse import EDFuse
 from sglang_edsd.serving.draft_recorder import DraftRecorder
 from sglang_edsd.serving.edfuse_streams import STREAM_NAME, EDFuseRunner, side_stream_enabled
+from sglang_edsd.serving.edfuse_tp import TPEDFuse
 
 # checkpoint shard name -> (fused SGLang parameter, shard id)
 _STACKED = {
@@ -63,7 +66,7 @@ class EDSDModel(nn.Module):
         self.embed_tokens = VocabParallelEmbedding(
             config.vocab_size, config.hidden_size, prefix=add_prefix("embed_tokens", prefix)
         )
-        self.edfuse = EDFuse(draft.feature_size, config.hidden_size, draft.expansion_size, draft.token_layernorm)
+        self.edfuse = TPEDFuse(draft.feature_size, config.hidden_size, draft.expansion_size, draft.token_layernorm)
         # Built here, under SGLang's device context and before any CUDA-graph capture.
         device = self.edfuse.gate.weight.device
         side = get_stream(STREAM_NAME) if device.type == "cuda" and side_stream_enabled() else None

@@ -12,13 +12,27 @@ the side stream and read on the main one after the join, is marked with
 side-stream allocation before the main stream's join has read it (the next fork's wait
 already orders that for this runner; the mark makes it hold for any later user of the
 stream). Inputs made on the main stream need no mark: the main stream waits for the side
-stream before it goes on. No host syncs, no shape-dependent Python branches. On CPU, or
+stream before it goes on. No host syncs; the one shape-dependent Python branch, the row
+chunk count below, is fixed for a captured graph's static shape. On CPU, or
 with SGLANG_EDSD_SIDE_STREAM=0 / SGLANG_EDSD_TRITON=0 for A/B timing, the module falls
 back to one stream and/or eager PyTorch.
 
+Row chunks bound the E-wide temporaries of a long draft-extend (a prefill chunk of 8192
+tokens makes gate and up outputs of about 235 MB each at m = 14336 in bf16). A call with more
+rows than fit in CHUNK_BYTES per E-wide temporary (E = this rank's share of m) runs as the
+fewest near-equal row chunks that fit, one after another on the current stream, and
+concatenates the d-wide outputs. The kernel path then holds two E-wide temporaries
+(gate_pre, up_pre; the product is written over gate_pre), eager PyTorch three. Chunks run
+without the side stream: under graph capture a `record_stream`-marked buffer is not reused
+before the capture ends, so a forked chunk loop would hold one up_pre per chunk. The small
+draft-extends that CUDA graphs capture stay one chunk and keep the fork/join (draft decode
+steps skip EDFuse). Rows are independent, so chunking changes no value as long as the GEMM library
+computes a row the same way at both row counts (checked bit for bit on CPU; near-equal
+chunks keep every chunk at least half the bound's rows, far from the few-row kernels).
+
 The kernels are inference-only. SGLang runs the model under `torch.no_grad()`; where
 autograd would record (grad mode on and a parameter or input requiring grad) the runner
-runs the eager module instead, which gives the same values and their gradients.
+runs the eager module instead, unchunked, which gives the same values and their gradients.
 """
 
 from __future__ import annotations
@@ -29,6 +43,22 @@ from sglang_edsd import envs
 from sglang_edsd.edfuse import EDFuse
 
 STREAM_NAME = "sglang_edsd.edfuse_side"
+# Bytes one E-wide temporary may hold in a call: 1170 rows at m = 14336 in bf16.
+CHUNK_BYTES = 32 * 2**20
+
+
+def chunk_bounds(rows: int, max_rows: int) -> list[tuple[int, int]]:
+    """[start, stop) of the fewest near-equal chunks of at most `max_rows` covering `rows`."""
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+    count = max(1, -(-rows // max_rows))
+    size, extra = divmod(rows, count)
+    bounds, start = [], 0
+    for i in range(count):
+        stop = start + size + (i < extra)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
 
 
 def side_stream_enabled() -> bool:
@@ -40,10 +70,17 @@ class EDFuseRunner:
     """Runs one EDFuse module eagerly (CPU) or as two fused CUDA streams (GPU).
 
     `side_stream` (CUDA only) is the token stream's stream; None runs both halves on the
-    current stream. The served model passes SGLang's named process stream.
+    current stream. The served model passes SGLang's named process stream. `chunk_bytes`
+    bounds one E-wide temporary (module docstring).
     """
 
-    def __init__(self, edfuse: EDFuse, device: torch.device, side_stream: torch.cuda.Stream | None = None) -> None:
+    def __init__(
+        self,
+        edfuse: EDFuse,
+        device: torch.device,
+        side_stream: torch.cuda.Stream | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+    ) -> None:
         if side_stream is not None and device.type != "cuda":
             raise ValueError(f"a side stream needs a CUDA device, got {device}")
         self.edfuse = edfuse
@@ -51,18 +88,34 @@ class EDFuseRunner:
         self.use_cuda = device.type == "cuda"
         self.use_triton = self.use_cuda and envs.TRITON.enabled()
         self.side_stream = side_stream
+        self.chunk_bytes = chunk_bytes
+        self.width = edfuse.gate.weight.shape[0]  # this rank's share of m
+
+    def max_rows(self, dtype: torch.dtype) -> int:
+        """Rows per chunk: one E-wide temporary of `dtype` holds at most `chunk_bytes`."""
+        return max(1, self.chunk_bytes // (self.width * dtype.itemsize))
 
     def __call__(self, features: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-        if not self.use_cuda or self._autograd_records(features, embeds):
+        if self._autograd_records(features, embeds):
             return self.edfuse(features, embeds)
-        if self.side_stream is None:
+        bounds = chunk_bounds(features.shape[0], self.max_rows(features.dtype))
+        if len(bounds) == 1:
+            return self._forward(features, embeds, self.side_stream)
+        return torch.cat([self._forward(features[a:b], embeds[a:b], None) for a, b in bounds])
+
+    def _forward(
+        self, features: torch.Tensor, embeds: torch.Tensor, side_stream: torch.cuda.Stream | None
+    ) -> torch.Tensor:
+        if not self.use_cuda:
+            return self.edfuse(features, embeds)
+        if side_stream is None:
             return self._join(self.edfuse.gate(features), self._token_stream(embeds))
         main = torch.cuda.current_stream()
-        self.side_stream.wait_stream(main)
-        with torch.cuda.stream(self.side_stream):
+        side_stream.wait_stream(main)
+        with torch.cuda.stream(side_stream):
             up_pre = self._token_stream(embeds)
         gate_pre = self.edfuse.gate(features)
-        main.wait_stream(self.side_stream)
+        main.wait_stream(side_stream)
         up_pre.record_stream(main)
         return self._join(gate_pre, up_pre)
 
