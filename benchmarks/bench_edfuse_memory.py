@@ -7,7 +7,8 @@ the first large free and keeps freed chunk buffers in its heap, which measures t
 rather than the live tensors. float32, torch's default threads; time is one call on whatever
 else the machine runs.
 
-    python benchmarks/bench_edfuse_memory.py --rows 2048 --hidden 2048 --expansion 14336
+    python benchmarks/bench_edfuse_memory.py --rows 2048 --hidden 2048 --expansion 14336 \
+        --out benchmarks/results/edfuse-memory.json     # also writes the .md and .png
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import harness
 import torch
 
 from sglang_edsd.edfuse import EDFuse
@@ -64,6 +67,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=2048)
     parser.add_argument("--expansion", type=int, default=14336)
     parser.add_argument("--mode", choices=sorted(MODES), help="measure one mode in this process (internal)")
+    parser.add_argument("--out", type=Path, help="write the result JSON here (and .md, .png next to it)")
     args = parser.parse_args()
     if args.mode:
         print(json.dumps(measure(args.mode, args.rows, args.hidden, args.expansion)))
@@ -79,6 +83,34 @@ def main() -> None:
         for mode in MODES
     ]
     print(json.dumps(results, indent=1))
+    if args.out:
+        write(args.out, results)
+
+
+def write(out: Path, results: list[dict]) -> None:
+    """JSON with provenance, a markdown table and a bar chart of peak growth per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    harness.write_json(out, {**harness.provenance("edfuse_memory"), "results": results})
+    header = ["mode", "rows", "chunk rows", "E-wide temporary (MB)", "peak RSS growth (MB)", "seconds"]
+    rows = [
+        [r["mode"], r["rows"], r["chunk_rows"], r["e_wide_temporary_mb"], r["peak_growth_mb"], r["seconds"]]
+        for r in results
+    ]
+    out.with_suffix(".md").write_text(harness.markdown_table(header, rows) + "\n")
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar([r["mode"] for r in results], [r["peak_growth_mb"] for r in results])
+    r0 = results[0]
+    ax.set(
+        ylabel="peak RSS growth (MB)",
+        title=f"EDFuse forward, {r0['rows']} rows, d {r0['hidden']}, m {r0['expansion']}, float32",
+    )
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
