@@ -82,7 +82,7 @@ class TrainConfig:
             "batch_tokens": self.batch_tokens >= 0,
             "token_budget": self.token_budget >= 0,
             "precision": self.precision in PRECISIONS,
-            "init_layer": self.init_layer >= -1 and not (self.init_layer >= 0 and self.init_draft),
+            "init_layer": self.init_layer >= -1,
             "lr_schedule": self.lr_schedule in get_args(LrSchedule),
             "warmup_tokens": self.warmup_tokens >= 0,
             "skip_tokens": self.skip_tokens >= 0 and (not self.token_budget or self.skip_tokens < self.token_budget),
@@ -91,6 +91,11 @@ class TrainConfig:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise TrainConfigError(f"invalid training config field(s) {bad}: {self.describe(bad)}")
+        if self.init_layer >= 0 and self.init_draft:
+            raise TrainConfigError(
+                f"init_layer={self.init_layer} and init_draft={self.init_draft!r} both set: a warm start "
+                "takes every weight from the draft, so drop one"
+            )
         if self.input_module == "edfuse" and self.layer_ids and len(self.layer_ids) != 2:
             raise TrainConfigError(f"EDFuse reads exactly two target layers, got layer_ids={list(self.layer_ids)}")
 
