@@ -99,38 +99,42 @@ extend() {
   # fresh optimiser, Mask-p off and the full TTT depth (the curricula's last phase), 20 k tokens of
   # warmup, then cosine decay to lr/10. Both recipes get the same steps, order and seed, and run
   # side by side on one core each, so a session that ends early leaves them at equal tokens.
-  local skip=${SKIP:-800971} budget=${TOKENS:-2000000}
+  # Each extension is a leg named LEG (ext, ext2, ...): its own run folder and committed curves.
+  local skip=${SKIP:-800971} budget=${TOKENS:-2000000} leg=${LEG:-ext}
   local common=(--online --data "$W/train-tokens.jsonl" --target "$T" --heldout "$W/heldout-tokens.jsonl"
                 --eval-every "${EVAL_EVERY:-100000}" --token-budget "$budget" --skip-tokens "$skip"
                 --batch-tokens 1024 --max-length 1024 --epochs 1 --s-max 4 --lr "${LR:-5e-4}"
                 --lr-schedule cosine --warmup-tokens 20000 --draft-vocab-size 8192 --seed 0
                 --checkpoint-every 25 --no-progress)
   for run in edsd eagle3; do
-    [ -d "$W/init-$run" ] || cp -r "sglang_edsd/drafts/smollm2-135m-instruct-$run" "$W/init-$run"
+    [ -d "$W/init-$run-$leg" ] || cp -r "sglang_edsd/drafts/smollm2-135m-instruct-$run" "$W/init-$run-$leg"
   done
   OMP_NUM_THREADS=1 sglang-edsd train "${common[@]}" --recipe edsd --layer-ids ${PAIR:-14 26} \
-      --init-draft "$W/init-edsd" --out "$W/run-edsd-ext" > "$W/run-edsd-ext.log" 2>&1 &
+      --init-draft "$W/init-edsd-$leg" --out "$W/run-edsd-$leg" > "$W/run-edsd-$leg.log" 2>&1 &
   local edsd=$!
   OMP_NUM_THREADS=1 sglang-edsd train "${common[@]}" --recipe eagle3 \
-      --init-draft "$W/init-eagle3" --out "$W/run-eagle3-ext" > "$W/run-eagle3-ext.log" 2>&1 &
+      --init-draft "$W/init-eagle3-$leg" --out "$W/run-eagle3-$leg" > "$W/run-eagle3-$leg.log" 2>&1 &
   local eagle3=$!
   wait "$edsd"
   wait "$eagle3"
   for run in edsd eagle3; do
-    mkdir -p "$R/run-$run-ext"
-    cp "$W/run-$run-ext"/{history.jsonl,evals.jsonl,curves.png,heldout.png,summary.json} "$R/run-$run-ext/"
-    sglang-edsd export --run "$W/run-$run-ext" --out "sglang_edsd/drafts/smollm2-135m-instruct-$run" \
+    mkdir -p "$R/run-$run-$leg"
+    cp "$W/run-$run-$leg"/{history.jsonl,evals.jsonl,curves.png,heldout.png,summary.json} "$R/run-$run-$leg/"
+    sglang-edsd export --run "$W/run-$run-$leg" --out "sglang_edsd/drafts/smollm2-135m-instruct-$run" \
         --dtype bfloat16 --target "$T"
   done
-  # The data-scaling evidence: both recipes' held-out curves over the first run and its extension.
+  # The data-scaling evidence: both recipes' held-out curves over the first run and every leg, in
+  # the order of tokens seen (each leg's first eval repeats the previous leg's last).
   python - "$R" <<'PY'
 import json, sys
 from pathlib import Path
 from sglang_edsd.edtrain.report import plot_scaling
 r = Path(sys.argv[1])
 read = lambda p: [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
-runs = {name: read(r / f"run-{run}/evals.jsonl") + read(r / f"run-{run}-ext/evals.jsonl")[1:]
-        for name, run in (("EDSD", "edsd"), ("EAGLE-3", "eagle3"))}
+runs = {}
+for name, run in (("EDSD", "edsd"), ("EAGLE-3", "eagle3")):
+    legs = sorted((read(p / "evals.jsonl") for p in r.glob(f"run-{run}-ext*")), key=lambda e: e[0]["tokens_seen"])
+    runs[name] = read(r / f"run-{run}/evals.jsonl") + [e for leg in legs for e in leg[1:]]
 print(plot_scaling(runs, r / "scaling.png"))
 PY
 }
