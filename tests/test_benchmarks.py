@@ -275,3 +275,51 @@ def test_tau_script_records_its_setup_without_a_server(tmp_path: Path, monkeypat
     assert out.with_suffix(".md").read_text().startswith("| config")
     assert out.with_suffix(".png").stat().st_size > 1000
     assert not log.exists() and log.with_name(log.name + ".gz").exists()
+
+
+def test_vocab_coverage_scores_heldout_positions_whose_next_token_is_an_answer(
+    smollm2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """`vocab_coverage.py` counts the target's top-1 at position j exactly when token j+1 is on the
+    loss (the trainer's scored positions), and its coverage grows with the vocabulary to 1 at the
+    full target vocabulary; the training counts stop at --max-length as the trainer's do."""
+    import torch
+    import vocab_coverage
+    from transformers import AutoModelForCausalLM
+
+    from sglang_edsd.draft_config import TargetInfo
+    from tests.helpers import chat_ids
+
+    ids = chat_ids(smollm2, "Name three colours, then count to five.")
+    mask = [0] * len(ids)
+    for j in (5, 6, 9, len(ids) - 1):
+        mask[j] = 1
+    sample = {"id": "h", "input_ids": ids, "loss_mask": mask}
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text(json.dumps(sample) + "\n")
+    vocab = TargetInfo.from_path(smollm2).vocab_size
+
+    counts = vocab_coverage.heldout_top1_counts(heldout, smollm2, 1024, vocab)
+    model = AutoModelForCausalLM.from_pretrained(smollm2, torch_dtype=torch.float32)
+    with torch.no_grad():
+        top1 = model(torch.tensor([ids])).logits[0].argmax(-1)
+    expected = torch.bincount(top1[torch.tensor([4, 5, 8, len(ids) - 2])], minlength=vocab)
+    assert torch.equal(counts, expected)
+
+    cut = vocab_coverage.count_loss_tokens(vocab_coverage.truncated(heldout, 7), vocab)
+    assert int(cut.sum()) == 2 and int(cut[ids[5]]) >= 1 and int(cut[ids[6]]) >= 1
+
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({**sample, "id": "t", "loss_mask": [1] * len(ids)}) + "\n")
+    out = tmp_path / "cov.json"
+    draft = Path("sglang_edsd/drafts/smollm2-135m-instruct-edsd")
+    argv = ["vocab_coverage.py", "--data", str(train), "--heldout", str(heldout), "--draft", str(draft)]
+    argv += ["--target", str(smollm2), "--sizes", "8", "64", str(vocab), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    vocab_coverage.main()
+    res = json.loads(out.read_text())
+    cover = [r["heldout_top1_coverage"] for r in res["results"]]
+    assert res["heldout_scored_positions"] == 4 and cover == sorted(cover) and cover[-1] == 1.0
+    assert res["results"][-1]["train_token_coverage"] == 1.0 and res["benchmark"] == "vocab_coverage"
+    assert [r["size"] for r in res["results"]] == [8, 64, vocab] and not any(r["same_as_draft"] for r in res["results"])
+    assert out.with_suffix(".md").exists() and out.with_suffix(".png").stat().st_size > 1000
