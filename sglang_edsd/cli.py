@@ -59,7 +59,8 @@ def _cmd_validate_draft(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from sglang_edsd.demo import run_demo
 
-    run_demo(num_prompts=args.num_prompts, max_tokens=args.max_tokens, draft=args.draft)
+    steps = {} if args.steps is None else {"steps": args.steps}
+    run_demo(num_prompts=args.num_prompts, max_tokens=args.max_tokens, draft=args.draft, **steps)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,7 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="serve SmolLM2 with and without EDSD on CPU and compare")
     s.add_argument("--num-prompts", type=int, default=4)
     s.add_argument("--max-tokens", type=int, default=64)
-    s.add_argument("--draft", help="EDSD draft folder (default: the embedded/random SmolLM2 draft)")
+    s.add_argument("--draft", help="EDSD draft folder (default: the shipped SmolLM2 EDSD draft)")
+    s.add_argument(
+        "--steps", type=int, help="EDSD chain depth (default: the shipped draft's fastest on CPU, demo.DEMO_STEPS)"
+    )
     s.set_defaults(func=_cmd_demo)
     return p
 

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from sglang_edsd.assets import cache_dir, smollm2_path
 from sglang_edsd.client import Answer, ask
 from sglang_edsd.drafts import SMOLLM2_EDSD, shipped_draft
+from sglang_edsd.errors import EDSDError
 from sglang_edsd.launcher import cpu_args, edsd_args, launch
 
 DEMO_PROMPTS = [
@@ -31,6 +32,10 @@ DEMO_PROMPTS = [
     "Name the planets of the solar system in order.",
     "How do I make a cup of green tea?",
 ]
+
+# The shipped draft's fastest chain depth on this CPU (benchmarks/results/smollm2-2m-tau.json:
+# 1.47x no speculation at depth 1, 1.15x at 2, 1.01x at 4); `--steps 4` serves the paper's chain.
+DEMO_STEPS = 1
 
 
 def default_draft() -> Path:
@@ -49,15 +54,18 @@ def _serve_and_ask(
         return answers, server.started_s
 
 
-def run_demo(num_prompts: int = 4, max_tokens: int = 64, draft: str | None = None) -> dict:
+def run_demo(num_prompts: int = 4, max_tokens: int = 64, draft: str | None = None, steps: int = DEMO_STEPS) -> dict:
     """Serve, ask, compare; prints a table and writes demo-results.json next to the logs."""
+    if steps < 1:
+        raise EDSDError(f"steps (the EDSD chain depth) must be >= 1, got {steps}")
     model = smollm2_path()
     draft_path = Path(draft) if draft else default_draft()
     prompts = DEMO_PROMPTS[:num_prompts]
     log_dir = cache_dir() / "demo-logs"
     base = cpu_args("float32", max_total_tokens=16384)
     plain, plain_start = _serve_and_ask("no-spec", model, base, prompts, max_tokens, log_dir)
-    edsd, edsd_start = _serve_and_ask("edsd", model, base + edsd_args(draft_path), prompts, max_tokens, log_dir)
+    spec = edsd_args(draft_path, steps)
+    edsd, edsd_start = _serve_and_ask(f"edsd-depth{steps}", model, base + spec, prompts, max_tokens, log_dir)
 
     print(f"\n{'prompt':42s} {'tok':>4s} {'no-spec tok/s':>13s} {'EDSD tok/s':>10s} {'accept len':>10s} same")
     for p, e in zip(plain, edsd):
@@ -71,7 +79,8 @@ def run_demo(num_prompts: int = 4, max_tokens: int = 64, draft: str | None = Non
     summary = {
         "draft": str(draft_path),
         "dtype": "float32",
-        "server_args": base + edsd_args(draft_path),
+        "steps": steps,
+        "server_args": base + spec,
         "no_spec_tokens_per_s": plain_tps,
         "edsd_tokens_per_s": edsd_tps,
         "speedup": edsd_tps / plain_tps,
@@ -82,7 +91,7 @@ def run_demo(num_prompts: int = 4, max_tokens: int = 64, draft: str | None = Non
         "answers": {"no-spec": [asdict(a) for a in plain], "edsd": [asdict(a) for a in edsd]},
     }
     print(
-        f"\nno-spec {plain_tps:.2f} tok/s | EDSD {edsd_tps:.2f} tok/s ({summary['speedup']:.2f}x) | "
+        f"\nno-spec {plain_tps:.2f} tok/s | EDSD depth {steps} {edsd_tps:.2f} tok/s ({summary['speedup']:.2f}x) | "
         f"mean accept length {summary['mean_accept_length']} | identical outputs "
         f"{summary['same_output']}/{len(prompts)}"
     )

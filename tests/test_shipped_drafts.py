@@ -11,12 +11,13 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from sglang_edsd.demo import default_draft
+from sglang_edsd.demo import DEMO_STEPS, default_draft
 from sglang_edsd.draft_config import validate_draft_folder
 from sglang_edsd.drafts import SMOLLM2_EAGLE3, SMOLLM2_EDSD, shipped_draft
 
 ROOT = Path(__file__).parent.parent
 PROBES = ROOT / "benchmarks/results/smollm2-online/probes-layers.json"
+SERVED = ROOT / "benchmarks/results/smollm2-2m-tau.json"  # the shipped drafts' served benchmark
 MAX_BYTES = 30 * 2**20
 
 
@@ -54,6 +55,22 @@ def test_edsd_draft_reads_the_best_probed_pair_and_eagle3_the_sglang_default():
 
 def test_demo_serves_the_shipped_edsd_draft():
     assert default_draft() == shipped_draft(SMOLLM2_EDSD)
+
+
+def test_demo_depth_is_the_fastest_served_depth_of_the_shipped_draft():
+    """The demo's default chain depth is the one at which the shipped EDSD draft decoded fastest
+    relative to no speculation in its committed served benchmark, not a guess."""
+    configs = json.loads(SERVED.read_text())["configs"]
+    edsd = [c for c in configs.values() if c["algorithm"] == "EDSD" and c["draft"].endswith(SMOLLM2_EDSD)]
+    assert len(edsd) >= 2
+    assert DEMO_STEPS == max(edsd, key=lambda c: c["speedup"])["steps"]
+
+
+def test_demo_refuses_a_chain_depth_below_one_before_starting_a_server(capsys: pytest.CaptureFixture):
+    from sglang_edsd.cli import main
+
+    assert main(["demo", "--steps", "0"]) == 2
+    assert "steps (the EDSD chain depth) must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_a_missing_shipped_draft_is_a_clear_error():
