@@ -19,7 +19,6 @@ from pathlib import Path
 
 import harness
 import torch
-from safetensors import safe_open
 from tqdm import tqdm
 
 from sglang_edsd.assets import smollm2_path
@@ -51,14 +50,13 @@ def heldout_top1_counts(path: Path, target: Path, max_length: int, vocab_size: i
     return counts
 
 
-def draft_weights(draft: Path) -> tuple[int, int]:
-    """(weights outside the lm_head, lm_head width d) of an exported draft, from its safetensors."""
-    with safe_open(str(draft / "model.safetensors"), framework="pt") as f:
-        shapes = {name: f.get_slice(name).get_shape() for name in f.keys()}
-    if LM_HEAD not in shapes:
+def draft_weights(draft: Path) -> tuple[int, int, torch.Tensor]:
+    """(weights outside the lm_head, lm_head width d, draft-to-target ids) of an exported draft."""
+    _, weights, d2t = read_draft(draft)
+    if LM_HEAD not in weights:
         raise SystemExit(f"{draft}/model.safetensors has no {LM_HEAD!r}")
-    other = sum(int(torch.Size(s).numel()) for n, s in shapes.items() if n != LM_HEAD and n not in ("d2t", "t2d"))
-    return other, int(shapes[LM_HEAD][1])
+    other = sum(w.numel() for name, w in weights.items() if name != LM_HEAD)
+    return other, int(weights[LM_HEAD].shape[1]), d2t
 
 
 def main() -> None:
@@ -75,10 +73,9 @@ def main() -> None:
     vocab_size = TargetInfo.from_path(target).vocab_size
     if bad := [k for k in args.sizes if not 1 <= k <= vocab_size]:
         raise SystemExit(f"--sizes {bad} outside 1..{vocab_size} (the target vocabulary)")
+    other, d, shipped_d2t = draft_weights(args.draft)  # first: a bad --draft fails before the target runs
     train = count_loss_tokens(truncated(args.data, args.max_length), vocab_size)
     held = heldout_top1_counts(args.heldout, target, args.max_length, vocab_size)
-    _, _, shipped_d2t = read_draft(args.draft)
-    other, d = draft_weights(args.draft)
     rows = []
     for k in sorted(args.sizes):
         d2t = select_draft_vocab(train, k)
@@ -90,7 +87,7 @@ def main() -> None:
                 "lm_head_weights": k * d,
                 "draft_weights": other + k * d,
                 "bf16_mb": round(2 * (other + k * d) / 1e6, 1),
-                "same_as_draft": k == shipped_d2t.numel() and bool(torch.equal(d2t, shipped_d2t.long())),
+                "same_as_draft": k == shipped_d2t.numel() and bool(torch.equal(d2t, shipped_d2t)),
             }
         )
     result = {
