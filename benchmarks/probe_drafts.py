@@ -10,7 +10,9 @@ the shipped run would do, only shorter.
 
 `layers` trains EDSD on candidate pairs (EDSelect's pick, the pair the opposite curvature reading
 gives, deep pairs) and single-layer `fc` drafts, and reports the Spearman correlation of each
-EDSelect metric with single-layer held-out agreement. Probes resume and are skipped once done.
+EDSelect metric with single-layer held-out agreement. Probes resume and are skipped once done;
+`layers --reuse PREVIOUS_JSON` reads back the probes a committed run with the same settings scored,
+so a lost work folder does not mean training them again.
 Writes benchmarks/results/smollm2-online/probes-<group>.{json,md,png}.
 """
 
@@ -32,10 +34,29 @@ from sglang_edsd.edtrain.trainer import train
 
 OUT = harness.RESULTS / "smollm2-online"
 METRICS = ("curvature", "lidar", "prompt_entropy", "dataset_entropy")
+SETTINGS = ("group", "data", "heldout", "target", "budget", "batch_tokens", "lr", "draft_vocab_size")
+
+
+def reused_probes(path: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """A committed `layers` result's held-out scores by probe name, refused unless it was trained
+    with the same settings (a probe from another budget or lr would not compare)."""
+    prev = json.loads(path.read_text())
+    differ = [k for k in SETTINGS if prev["args"].get(k) != getattr(args, k)]
+    if differ:
+        raise SystemExit(f"--reuse {path}: trained with other settings ({', '.join(differ)}); not comparable")
+    probes = [*prev["results"]["pairs"].values(), *prev["results"]["singles"].values()]
+    return {
+        ("pair-{}-{}" if len(p["layer_ids"]) == 2 else "single-{}").format(*p["layer_ids"]): {
+            k: v for k, v in p.items() if k not in ("layer_ids", *METRICS)
+        }
+        for p in probes
+    }
 
 
 def run_probe(name: str, overrides: dict[str, Any], data: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Train (or resume, or read back) one probe; its held-out score at the end of the budget."""
+    if name in args.reused:
+        return args.reused[name]
     run = Path(args.work) / name
     if (run / "summary.json").exists():
         return json.loads((run / "summary.json").read_text())["heldout"]
@@ -192,9 +213,13 @@ def main() -> None:
     ap.add_argument("--draft-vocab-size", type=int, default=8192)
     ap.add_argument("--target", default=None, help="target folder (default: SmolLM2-135M-Instruct)")
     ap.add_argument("--work", default=str(Path.home() / ".cache/sglang_edsd/runs/online/probes"))
+    ap.add_argument("--reuse", type=Path, help="`layers`: a committed probes-layers.json to read scores back from")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
     args.target = args.target or str(smollm2_path())
+    if args.reuse and args.group != "layers":
+        ap.error("--reuse reads back `layers` probes only")
+    args.reused = reused_probes(args.reuse, args) if args.reuse else {}
     results = {"layers": layers, "init": init, "data": data}[args.group](args)
     OUT.mkdir(parents=True, exist_ok=True)
     stem = OUT / f"probes-{args.group}"
@@ -210,13 +235,15 @@ def main() -> None:
         stem.with_suffix(".json"),
         {
             **harness.provenance(f"probes-{args.group}"),
-            "args": vars(args),
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "reused"},
+            "read_back": sorted(args.reused),
             "results": results,
         },
     )
+    read_back = f"Read back from {args.reuse} (same settings): {', '.join(sorted(args.reused))}\n\n" * bool(args.reuse)
     stem.with_suffix(".md").write_text(
         f"# Online probes: {args.group}\n\nCommand: `python {' '.join(sys.argv)}`\n\n"
-        f"{args.budget} training tokens per probe, held out: {args.heldout}\n\n{table}\n"
+        f"{args.budget} training tokens per probe, held out: {args.heldout}\n\n{read_back}{table}\n"
     )
     _plot(args.group, results, stem.with_suffix(".png"))
     print(table)

@@ -323,3 +323,35 @@ def test_vocab_coverage_scores_heldout_positions_whose_next_token_is_an_answer(
     assert res["results"][-1]["train_token_coverage"] == 1.0 and res["benchmark"] == "vocab_coverage"
     assert [r["size"] for r in res["results"]] == [8, 64, vocab] and not any(r["same_as_draft"] for r in res["results"])
     assert out.with_suffix(".md").exists() and out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_probe_reuse_reads_back_committed_scores_only_with_the_same_settings(tmp_path: Path):
+    """`probe_drafts.py layers --reuse` maps a committed result back to its probes' run names (pairs
+    and single layers) without their layer ids or EDSelect metrics, and refuses one trained with
+    another budget, since a probe at another budget or lr does not compare."""
+    import argparse
+
+    import probe_drafts
+
+    committed = json.loads((Path("benchmarks/results/smollm2-online/probes-layers.json")).read_text())
+    args = argparse.Namespace(**committed["args"])
+    score = {"agreement_per_step": [0.2, 0.1, 0.05, 0.02], "tau_proxy": 1.2}
+    prev = {
+        "args": committed["args"],
+        "results": {
+            "pairs": committed["results"]["pairs"],
+            "singles": {"9": {"layer_ids": [9], **dict.fromkeys(probe_drafts.METRICS, 0.5), **score}},
+        },
+    }
+    path = tmp_path / "probes-layers.json"
+    path.write_text(json.dumps(prev))
+    reused = probe_drafts.reused_probes(path, args)
+    pairs = {f"pair-{a}-{b}" for a, b in (p["layer_ids"] for p in committed["results"]["pairs"].values())}
+    assert set(reused) == pairs | {"single-9"} and reused["single-9"] == score
+    edselect = committed["results"]["pairs"]["edselect"]
+    a, b = edselect["layer_ids"]
+    assert reused[f"pair-{a}-{b}"]["agreement_per_step"] == edselect["agreement_per_step"]
+
+    args.budget += 1
+    with pytest.raises(SystemExit, match="budget"):
+        probe_drafts.reused_probes(path, args)
