@@ -65,12 +65,15 @@ PY
   gzip -9 -n -c "$W/heldout-regen.jsonl" > "$R/heldout-regen.jsonl.gz"
 }
 
-PROBE=(--heldout "$W/heldout-tokens.jsonl" --work "$W/probes" --budget "${PROBE_TOKENS:-100000}" --no-progress)
+PROBE=(--heldout "$W/heldout-tokens.jsonl" --work "$W/probes" --budget "${PROBE_TOKENS:-30000}" --batch-tokens 512
+       --lr 1e-3 --no-progress)
 probes() {
   # Which layers (EDSelect's pick, the opposite curvature reading, deep pairs; single layers for
   # the metrics' Spearman correlation), which init, which answers: all scored on held-out data.
+  # REUSE=1 reads back the committed layer probes trained with these settings instead of retraining.
   python benchmarks/probe_drafts.py layers --data "$W/train-tokens.jsonl" "${PROBE[@]}" \
-      --edselect "$IN/edselect-smollm2-sharegpt128/edselect.json"
+      --edselect "$IN/edselect-smollm2-sharegpt128/edselect.json" --deep-pairs 14,26 24,28 \
+      ${REUSE:+--reuse "$R/probes-layers.json"}
   python benchmarks/probe_drafts.py init --data "$W/train-tokens.jsonl" "${PROBE[@]}" --layer-ids ${PAIR:-14 26}
   python benchmarks/probe_drafts.py data --data "$W/orig192-tokens.jsonl" --regen "$W/regen192-tokens.jsonl" \
       "${PROBE[@]}" --layer-ids ${PAIR:-14 26}

@@ -120,9 +120,10 @@ def test_chunk_rows_follow_the_byte_bound() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_chunked_forward_is_bit_identical_and_bounded(dtype: torch.dtype) -> None:
-    """The shipped SmolLM2 draft's EDFuse shape, 600 rows in chunks of 150: the same bits as one
-    call, and no gate/up output larger than the bound."""
+def test_chunked_forward_matches_one_call_and_is_bounded(dtype: torch.dtype) -> None:
+    """The shipped SmolLM2 draft's EDFuse shape, 600 rows in chunks of 150: one call's values to
+    rounding (torch 2.14's CPU GEMM blocks by row count, so 150 and 600 rows can differ in the last
+    bit), and no gate/up output larger than the bound."""
     torch.manual_seed(0)
     fuse = EDFuse(2 * 576, 576, 1536).to(dtype)
     f, e = torch.randn(600, 2 * 576, dtype=dtype), torch.randn(600, 576, dtype=dtype)
@@ -134,7 +135,7 @@ def test_chunked_forward_is_bit_identical_and_bounded(dtype: torch.dtype) -> Non
         chunked = EDFuseRunner(fuse, torch.device("cpu"), chunk_bytes=bound)(f, e)
         calls = list(seen)
         whole = fuse(f, e)
-    assert torch.equal(chunked, whole)
+    torch.testing.assert_close(chunked, whole)  # the dtype's rounding tolerance: a wrong chunk is far off
     assert len(calls) == 8 and max(calls) == bound  # 4 chunks x (gate, up), each exactly at the bound
 
 
