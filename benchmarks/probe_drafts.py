@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +47,13 @@ def reused_probes(path: Path, args: argparse.Namespace) -> dict[str, dict[str, A
         raise SystemExit(f"--reuse {path}: trained with other settings ({', '.join(differ)}); not comparable")
     probes = [*prev["results"]["pairs"].values(), *prev["results"]["singles"].values()]
     return {
-        ("pair-{}-{}" if len(p["layer_ids"]) == 2 else "single-{}").format(*p["layer_ids"]): {
-            k: v for k, v in p.items() if k not in ("layer_ids", *METRICS)
-        }
-        for p in probes
+        probe_name(p["layer_ids"]): {k: v for k, v in p.items() if k not in ("layer_ids", *METRICS)} for p in probes
     }
+
+
+def probe_name(layer_ids: Sequence[int]) -> str:
+    """A `layers` probe's run folder name: `pair-A-B` or `single-I`."""
+    return ("pair-" if len(layer_ids) == 2 else "single-") + "-".join(map(str, layer_ids))
 
 
 def run_probe(name: str, overrides: dict[str, Any], data: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -114,13 +117,13 @@ def layers(args: argparse.Namespace) -> dict[str, Any]:
     for name, ids in pairs.items():
         results["pairs"][name] = {
             "layer_ids": list(ids),
-            **run_probe(f"pair-{ids[0]}-{ids[1]}", {"layer_ids": ids}, Path(args.data), args),
+            **run_probe(probe_name(ids), {"layer_ids": ids}, Path(args.data), args),
         }
     for i in args.singles:
         results["singles"][str(i)] = {
             "layer_ids": [i],
             **{m: by_id[i][m] for m in METRICS},
-            **run_probe(f"single-{i}", {"layer_ids": (i,), "input_module": "fc"}, Path(args.data), args),
+            **run_probe(probe_name((i,)), {"layer_ids": (i,), "input_module": "fc"}, Path(args.data), args),
         }
     if len(results["singles"]) >= 3:  # a rank correlation needs a few points
         step1 = [s["agreement_per_step"][0] for s in results["singles"].values()]
@@ -135,7 +138,7 @@ def init(args: argparse.Namespace) -> dict[str, Any]:
     out = {
         "random": {
             "layer_ids": list(ids),
-            **run_probe(f"pair-{ids[0]}-{ids[1]}", {"layer_ids": ids}, Path(args.data), args),
+            **run_probe(probe_name(ids), {"layer_ids": ids}, Path(args.data), args),
         }
     }
     for k in args.init_layers:

@@ -27,7 +27,7 @@ without the side stream: under graph capture a `record_stream`-marked buffer is 
 before the capture ends, so a forked chunk loop would hold one up_pre per chunk. The small
 draft-extends that CUDA graphs capture stay one chunk and keep the fork/join (draft decode
 steps skip EDFuse). Rows are independent, so chunking changes no value as long as the GEMM library
-computes a row the same way at both row counts (checked bit for bit on CPU; near-equal
+computes a row the same way at both row counts (on CPU equal to rounding; near-equal
 chunks keep every chunk at least half the bound's rows, far from the few-row kernels).
 
 The kernels are inference-only. SGLang runs the model under `torch.no_grad()`; where
