@@ -17,7 +17,7 @@ from sglang_edsd.drafts import SMOLLM2_EAGLE3, SMOLLM2_EDSD, shipped_draft
 
 ROOT = Path(__file__).parent.parent
 PROBES = ROOT / "benchmarks/results/smollm2-online/probes-layers.json"
-SERVED = ROOT / "benchmarks/results/smollm2-2m-tau.json"  # the shipped drafts' served benchmark
+SERVED = ROOT / "benchmarks/results/smollm2-3m-tau.json"  # the shipped drafts' served benchmark
 MAX_BYTES = 30 * 2**20
 
 
