@@ -1,4 +1,5 @@
-"""The few-row GEMM route: same numbers as F.linear, taken only where it is meant to be, hooked into real SGLang."""
+"""The few-row GEMM route (oneDNN, packed weights): same numbers as F.linear to rounding, row results
+independent of the row count, taken only where it is meant to be, hooked into real SGLang."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sglang_edsd.cpu_support import gemm
 from sglang_edsd.cpu_support.gemm import MAX_ROWS, few_row_linear, takes_route
 
 
@@ -22,6 +24,28 @@ def test_matches_f_linear(shape, with_bias):
     out = few_row_linear(x, w, b)
     assert out.shape == F.linear(x, w, b).shape and out.is_contiguous()
     torch.testing.assert_close(out, F.linear(x, w, b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(960, 576), (576, 1536), (3072, 576)])
+def test_a_rows_result_does_not_depend_on_the_rows_beside_it(shape):
+    """Verify (5 rows), a tree (9) and a batch of chains (2..64) compute each row alike, so a
+    draft position's target logits do not depend on how many rows shared the call."""
+    torch.manual_seed(1)
+    w, x = torch.randn(*shape), torch.randn(MAX_ROWS, shape[1])
+    full = few_row_linear(x, w)
+    for rows in (2, 5, 9, 17):
+        assert torch.equal(few_row_linear(x[:rows], w), full[:rows])
+
+
+def test_packed_weight_follows_weight_updates():
+    torch.manual_seed(2)
+    w, x = torch.randn(64, 32), torch.randn(5, 32)
+    few_row_linear(x, w)
+    w.mul_(2.0)  # in place on the tensor: its version counter moves
+    torch.testing.assert_close(few_row_linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
+    w.data.mul_(2.0)  # through .data, as SGLang's weight loaders write: seen via the update hooks
+    gemm._weights_updated(lambda self: None, None)
+    torch.testing.assert_close(few_row_linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
 
 
 def test_route_is_float32_few_rows_only():

@@ -1,17 +1,27 @@
 """Few-row GEMM route for SGLang's linear layers and lm_head on CPU.
 
-Why: with torch's CPU BLAS, `F.linear(x, W)` for a handful of rows costs nearly one
-matrix-vector pass per row (SmolLM2's lm_head: 14 ms for 1 row, 36 ms for 5), while the same
-product computed as `W @ x.T` makes one pass over W (9.6 ms for 5 rows). A verify pass of a
-depth-4 chain has 5 rows per request, so speculative decoding on CPU paid most of its verify
-cost here (`benchmarks/bench_cpu_gemm.py` measures every SmolLM2 shape). Only float32
-inputs of 2..MAX_ROWS rows take the route: one-row decode and prefill keep SGLang's own call,
-so a server without speculation computes exactly what it did before.
+Why: with torch's CPU BLAS, `F.linear(x, W)` for a handful of rows costs far more than one
+pass over W (torch 2.14.1, 2 threads: SmolLM2's lm_head takes 2.4 ms for 1 row and 5.1 ms
+for 5), while oneDNN's GEMM on a weight packed once into its blocked layout makes one pass
+(2.7 ms for 5 rows). A verify pass of a depth-4 chain has 5 rows per request and a draft tree
+more, so speculative decoding on CPU paid much of its verify cost here
+(`benchmarks/bench_cpu_gemm.py` measures every SmolLM2 shape). Only float32 inputs of
+2..MAX_ROWS rows take the route: one-row decode (where BLAS's GEMV is as fast) and prefill keep
+SGLang's own call, so a server without speculation computes exactly what it did before. A row's
+result does not depend on how many rows share the call (checked in tests/test_cpu_gemm.py), so
+a verify computes each draft position as a 2-row or a 9-row call would.
+
+The packed copy is made on first use and kept beside the weight (one extra copy of each routed
+weight in memory); it is remade after an in-place update of the weight tensor and after any of
+SGLang's weight-update calls (which write through `.data`, invisible to version counters). The route uses torch's oneDNN
+ops `mkldnn._reorder_linear_weight` and `mkldnn._linear_pointwise` (what inductor's CPU
+freezing uses); where torch lacks them the route stays off and says why.
 Off with SGLANG_EDSD_CPU_GEMM=0.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -19,15 +29,35 @@ import torch
 
 from sglang_edsd import envs
 
-MAX_ROWS = 64  # measured faster up to here for every SmolLM2 shape; prefill-sized inputs stay on F.linear
+logger = logging.getLogger(__name__)
+
+MAX_ROWS = 64  # verify and draft-tree sizes; prefill-sized inputs stay on F.linear
 LINEAR_TARGET = "sglang.srt.layers.quantization.unquant.UnquantizedLinearMethod.apply"
 LINEAR_ANCHOR = "return F.linear(x, layer.weight, bias)"
 LM_HEAD_TARGET = "sglang.srt.layers.logits_processor.LogitsProcessor._compute_lm_head"
 LM_HEAD_ANCHOR = "hidden_states.to(lm_head.weight.dtype), lm_head.weight.T"
+ONEDNN_OPS = ("_reorder_linear_weight", "_linear_pointwise")
+WEIGHT_UPDATER = "sglang.srt.model_executor.model_runner_components.weight_updater.WeightUpdater"
+WEIGHT_UPDATES = (
+    "update_weights_from_disk",
+    "update_weights_from_tensor",
+    "update_weights_from_ipc",
+    "load_weights_from_distributed",
+    "receive_weights_from_distributed",
+    "end_weight_update",
+)
+_weights_generation = 0  # bumped by every SGLang weight update; packed copies of older ones are stale
 
 
 def enabled() -> bool:
     return envs.CPU_GEMM.enabled()
+
+
+def missing_onednn_ops() -> list[str]:
+    """The oneDNN ops the route needs that this torch build lacks ([] when it can run)."""
+    if not torch.backends.mkldnn.is_available():
+        return ["mkldnn backend"]
+    return [name for name in ONEDNN_OPS if not hasattr(torch.ops.mkldnn, name)]
 
 
 def takes_route(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -48,12 +78,20 @@ def takes_route(x: torch.Tensor, weight: torch.Tensor) -> bool:
     )
 
 
+def _packed(weight: torch.Tensor) -> torch.Tensor:
+    """oneDNN's blocked copy of `weight`, made once and remade after an in-place update."""
+    cached = getattr(weight, "_edsd_onednn", None)
+    key = (weight.data_ptr(), weight._version, _weights_generation)
+    if cached is None or cached[0] != key:
+        cached = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
+        weight._edsd_onednn = cached
+    return cached[1]
+
+
 def few_row_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear(x, weight, bias)` computed as one pass over `weight`; contiguous like F.linear's."""
-    flat = x.reshape(-1, x.shape[-1])
-    out = torch.mm(weight, flat.t()).t().contiguous()
-    if bias is not None:
-        out += bias
+    """`F.linear(x, weight, bias)` as one oneDNN GEMM over the packed weight; contiguous like F.linear's."""
+    flat = x.reshape(-1, x.shape[-1]).contiguous()
+    out = torch.ops.mkldnn._linear_pointwise(flat, _packed(weight), bias, "none", [], "")
     return out.view(*x.shape[:-1], weight.shape[0])
 
 
@@ -95,9 +133,21 @@ def _compute_lm_head(
     return few_row_linear(hidden_states, weight)
 
 
+def _weights_updated(original: Callable[..., Any], self: Any, *args: Any, **kwargs: Any) -> Any:
+    global _weights_generation
+    try:
+        return original(self, *args, **kwargs)
+    finally:
+        _weights_generation += 1
+
+
 def register_hooks() -> bool:
     """Register the route with SGLang's HookRegistry (applied by load_plugins); False when off."""
     if not enabled():
+        return False
+    missing = missing_onednn_ops()
+    if missing:
+        logger.warning("sglang-edsd: few-row GEMM route off, this torch lacks oneDNN's %s", ", ".join(missing))
         return False
     from sglang.srt.layers.logits_processor import LogitsProcessor
     from sglang.srt.layers.quantization.unquant import UnquantizedLinearMethod
@@ -107,6 +157,11 @@ def register_hooks() -> bool:
 
     guard(UnquantizedLinearMethod.apply, LINEAR_ANCHOR, __name__)
     guard(LogitsProcessor._compute_lm_head, LM_HEAD_ANCHOR, __name__)
+    from sglang.srt.model_executor.model_runner_components.weight_updater import WeightUpdater
+
+    for name in WEIGHT_UPDATES:  # a renamed update path must not leave stale packed weights
+        guard(getattr(WeightUpdater, name), "def " + name, __name__)
+        HookRegistry.register(f"{WEIGHT_UPDATER}.{name}", _weights_updated, HookType.AROUND)
     HookRegistry.register(LINEAR_TARGET, _linear_apply, HookType.AROUND)
     HookRegistry.register(LM_HEAD_TARGET, _compute_lm_head, HookType.AROUND)
     return True

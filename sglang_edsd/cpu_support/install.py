@@ -15,9 +15,9 @@ Hence:
 * if it cannot be imported we register a small shim package in sys.modules in its place, with
   the wheel's folder as `__path__` so its pure-Python submodules still import.
 
-Each op is registered as a real torch custom op in the `sgl_kernel` namespace (a library
-fragment, so it coexists with a loaded native library), with its in-place outputs declared and
-a fake implementation, so torch.compile can trace around it; only names the registry does not
+Each op is registered as a real torch op in the `sgl_kernel` namespace (a library fragment,
+so it coexists with a loaded native library), with its in-place outputs declared and a fake
+implementation, so torch.compile can trace around it; only names the registry does not
 have yet are registered. The module attribute is the registered op itself, so both routes run
 the same code. Nothing else is registered: in particular not `convert_weight_packed`, whose
 presence SGLang reads as "the full AMX kernel set is here" (`cpu_has_amx_support`) and which
@@ -92,16 +92,29 @@ def _fake(name: str) -> Callable[..., torch.Tensor | None]:
     return fake_table
 
 
+_LIBRARY: torch.library.Library | None = None
+
+
 def install_cpu_ops() -> list[str]:
     """Make every op reachable as torch.ops.sgl_kernel.<name> and via `from sgl_kernel import
     <name>` in this process; idempotent. Returns the names whose torch-native version it
-    registered ([] when the real ops already exist or on a repeat call)."""
+    registered ([] when the real ops already exist or on a repeat call).
+
+    Each op is defined from its signature (`infer_schema`, in-place outputs declared) and its
+    kernel registered for the CPU dispatch key directly: `torch.library.custom_op` would add a
+    Python autograd wrapper that cost ~20 us per call, and attention runs once per layer.
+    """
+    global _LIBRARY
     module = _sgl_kernel_module()
     installed = []
     for name, mutated in _MUTATED_ARGS.items():
         if not hasattr(torch.ops.sgl_kernel, name):
-            op = torch.library.custom_op(f"sgl_kernel::{name}", getattr(ops, name), mutates_args=mutated)
-            op.register_fake(_fake(name))
+            if _LIBRARY is None:
+                _LIBRARY = torch.library.Library("sgl_kernel", "FRAGMENT")
+            kernel = getattr(ops, name)
+            _LIBRARY.define(name + torch.library.infer_schema(kernel, mutates_args=mutated))
+            _LIBRARY.impl(name, kernel, "CPU")
+            torch.library.register_fake(f"sgl_kernel::{name}", _fake(name), lib=_LIBRARY)
             installed.append(name)
         if not hasattr(module, name):
             setattr(module, name, getattr(torch.ops.sgl_kernel, name))

@@ -10,6 +10,7 @@ Index tensors may be int32 or int64. Attention accumulates in fp32 whatever the 
 """
 
 import ctypes
+from dataclasses import dataclass
 
 import torch
 
@@ -96,34 +97,197 @@ def _kv_slots(req_to_token: torch.Tensor, req: int, seq_len: int, encoder_len: i
     return row[encoder_len : encoder_len + seq_len].long()
 
 
-def _batched_decode(
-    query: torch.Tensor,
+@dataclass(frozen=True)
+class _Plan:
+    """Where every layer of one forward pass reads its keys, built once and reused.
+
+    The keys are the cache rows `cache_slots`, followed, when the new tokens' K/V are passed
+    separately, by those rows; `key_rows` orders that concatenation so request b's keys sit at
+    rows [b * keys, (b + 1) * keys) (None: it is already in that order). Queries of request b sit
+    at rows [b * queries, (b + 1) * queries); `query_rows` picks them out of the ragged input and
+    `valid` marks the ones that exist (None: all, in input order).
+    `mask` [B, 1, group * queries, keys] (0 / -inf, added to the scores) hides keys (None: all
+    visible); `hidden_rows` says whether some existing query sees no key at all (its output
+    must be 0, not SDPA's NaN).
+    """
+
+    batch: int
+    queries: int
+    keys: int
+    group: int
+    cache_slots: torch.Tensor
+    key_rows: torch.Tensor | None
+    query_rows: torch.Tensor | None
+    valid: torch.Tensor | None
+    mask: torch.Tensor | None
+    hidden_rows: bool
+
+
+class _PlanCache:
+    """The last plan, keyed on the very tensor objects (and their in-place version counters)
+    it was built from: SGLang passes the same metadata to every layer of a forward pass, so the
+    index arithmetic runs once per pass instead of once per layer. Holding the key tensors keeps
+    their memory from being reused by a different tensor while the plan is cached."""
+
+    def __init__(self) -> None:
+        self._key: tuple = ()
+        self._versions: tuple[int, ...] = ()
+        self._plan: _Plan | None = None
+
+    def get(self, tensors: tuple[torch.Tensor | None, ...], params: tuple) -> _Plan | None:
+        if self._plan is None or len(tensors) + len(params) != len(self._key):
+            return None
+        same = all(a is b for a, b in zip(tensors, self._key)) and params == self._key[len(tensors) :]
+        if not same or self._versions != tuple(t._version for t in tensors if t is not None):
+            return None
+        return self._plan
+
+    def put(self, tensors: tuple[torch.Tensor | None, ...], params: tuple, plan: _Plan) -> _Plan:
+        self._key = (*tensors, *params)
+        self._versions = tuple(t._version for t in tensors if t is not None)
+        self._plan = plan
+        return plan
+
+
+def _additive(allowed: torch.Tensor) -> torch.Tensor:
+    """A boolean visibility mask as the fp32 0 / -inf mask SDPA would otherwise rebuild per call."""
+    return torch.zeros(allowed.shape).masked_fill_(~allowed, float("-inf"))
+
+
+_DECODE_PLANS = _PlanCache()
+_EXTEND_PLANS = _PlanCache()
+
+
+def _decode_plan(
+    req_to_token: torch.Tensor, req_pool_indices: torch.Tensor, seq_lens: torch.Tensor, group: int
+) -> _Plan:
+    """One query per request over its first seq_len cache slots."""
+    tensors, params = (req_to_token, req_pool_indices, seq_lens), (group,)
+    plan = _DECODE_PLANS.get(tensors, params)
+    if plan is not None:
+        return plan
+    lens = seq_lens.long()
+    batch, keys = lens.numel(), int(lens.max())
+    visible = torch.arange(keys)[None, :] < lens[:, None]  # (B, keys)
+    slots = req_to_token[req_pool_indices.long(), :keys].long().masked_fill(~visible, 0)
+    mask = None
+    if not bool(visible.all()):
+        mask = _additive(visible[:, None, None, :].expand(batch, 1, group, keys))
+    plan = _Plan(batch, 1, keys, group, slots.flatten(), None, None, None, mask, bool((lens == 0).any()))
+    return _DECODE_PLANS.put(tensors, params, plan)
+
+
+def _extend_plan(
+    req_to_token: torch.Tensor,
+    req_pool_indices: torch.Tensor,
+    seq_lens: torch.Tensor,
+    extend_seq_lens: torch.Tensor,
+    extend_start_loc: torch.Tensor,
+    tree_mask: torch.Tensor | None,
+    is_causal: bool,
+    new_kv_given: bool,
+    group: int,
+    rows: int,
+) -> _Plan:
+    """Each request's new tokens over its prefix and each other: causal, all visible, or by its
+    QLEN_ONLY tree block (verify). With `new_kv_given` the new tokens' keys come from the
+    extend rows, else from the cache."""
+    tensors = (req_to_token, req_pool_indices, seq_lens, extend_seq_lens, extend_start_loc, tree_mask)
+    params = (is_causal, new_kv_given, group, rows)
+    plan = _EXTEND_PLANS.get(tensors, params)
+    if plan is not None:
+        return plan
+    lens, n = seq_lens.long(), extend_seq_lens.long()
+    starts, prefix = extend_start_loc.long(), lens - n
+    batch, queries, keys = lens.numel(), int(n.max()), int(lens.max())
+    k_pos = torch.arange(keys)[None, :]
+    q_pos = torch.arange(queries)[None, :]
+    in_seq = k_pos < lens[:, None]  # (B, keys)
+    table = req_to_token[req_pool_indices.long(), :keys].long()
+    key_rows = None
+    if new_kv_given:  # cached prefixes, request after request, then the new tokens' rows
+        cached = k_pos < prefix[:, None]
+        cache_slots = table[cached]
+        first = torch.cumsum(prefix, 0) - prefix
+        new_row = cache_slots.numel() + starts[:, None] + k_pos - prefix[:, None]
+        key_rows = torch.where(cached, first[:, None] + k_pos, new_row).masked_fill(~in_seq, 0).flatten()
+        if batch == 1 and int(starts[0]) == 0 and int(n[0]) == rows:
+            key_rows = None  # prefix then every new row: already in order
+    else:
+        cache_slots = table.masked_fill(~in_seq, 0).flatten()
+    # allowed (B, queries, keys): query j of request b sits at position prefix[b] + j
+    allowed = in_seq[:, None, :].expand(batch, queries, keys)
+    if tree_mask is not None:
+        if bool((n == queries).all()):  # verify: every request drafts the same number of nodes
+            block = tree_mask[: batch * queries * queries].view(batch, queries, queries).bool()
+        else:
+            block = torch.zeros(batch, queries, queries, dtype=torch.bool)
+            sizes = n.tolist()
+            cells = tree_mask[: sum(m * m for m in sizes)].split([m * m for m in sizes])
+            for b, m in enumerate(sizes):  # once per forward pass, not per layer
+                block[b, :m, :m] = cells[b].view(m, m).bool()
+        rel = k_pos[:, None, :] - prefix[:, None, None]  # key position relative to the first new token
+        in_block = rel.clamp(0, queries - 1).expand(batch, queries, keys)
+        tree_ok = block.gather(2, in_block)
+        allowed = allowed & ((rel < 0) | tree_ok)
+    elif is_causal:
+        allowed = allowed & (k_pos[:, None, :] <= prefix[:, None, None] + q_pos[:, :, None])
+    valid = q_pos < n[:, None]  # (B, queries)
+    query_rows = (starts[:, None] + q_pos).masked_fill(~valid, 0)
+    dense = batch == 1 and int(starts[0]) == 0 and int(n[0]) == rows  # the input rows are the plan's
+    mask = None
+    if not bool(allowed[valid].all()):
+        mask = _additive(allowed[:, None].expand(batch, group, queries, keys).reshape(batch, 1, group * queries, keys))
+    hidden_rows = not bool(allowed.any(-1)[valid].all())
+    plan = _Plan(
+        batch,
+        queries,
+        keys,
+        group,
+        cache_slots,
+        key_rows,
+        None if dense else query_rows.flatten(),
+        None if dense else valid.flatten(),
+        mask,
+        hidden_rows,
+    )
+    return _EXTEND_PLANS.put(tensors, params, plan)
+
+
+def _attend_plan(
+    plan: _Plan,
+    q: torch.Tensor,
     k_buffer: torch.Tensor,
     v_buffer: torch.Tensor,
     k_scale: float,
     v_scale: float,
-    req_to_token: torch.Tensor,
-    req_pool_indices: torch.Tensor,
-    seq_lens: torch.Tensor,
+    k_new: torch.Tensor | None,
+    v_new: torch.Tensor | None,
     sm_scale: float,
 ) -> torch.Tensor:
-    """Decode attention for the plain case, all requests at once (one gather per layer instead
-    of a Python loop over requests: the loop dominated batched CPU decoding)."""
-    b, hq, d = query.shape[0], query.shape[1], query.shape[-1]
-    max_len = int(seq_lens.max())
-    slots = req_to_token[req_pool_indices.long(), :max_len].long()  # (B, L); past seq_len: masked
-    visible = torch.arange(max_len, device=slots.device)[None, :] < seq_lens[:, None].to(slots.device)
-    slots = slots.masked_fill(~visible, 0)
-    k, v = k_buffer[slots], v_buffer[slots]  # (B, L, Hkv, D)
-    k = k.float() if k_scale == 1.0 else k.float() * k_scale
-    v = v.float() if v_scale == 1.0 else v.float() * v_scale
-    hkv = k.shape[2]
-    # A kv head's query group plays SDPA's query positions: one fused kernel, no score tensor.
-    q = query.float().reshape(b, hkv, hq // hkv, d)
-    out = torch.nn.functional.scaled_dot_product_attention(
-        q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=visible[:, None, None, :], scale=sm_scale
-    )
-    return out.nan_to_num(0.0).reshape(b, hq, v.shape[-1])  # a request with no visible key gets 0
+    """Attention of the plan's queries (q [rows, Hq, D], in plan order) in fp32 with one fused
+    SDPA call: a kv head's query group (and a request's queries) play SDPA's query positions,
+    so no score tensor is built and no key is repeated per query head. Returns
+    [B * queries, Hq, Dv] (rows of missing queries hold garbage)."""
+    b, lq, lk, group = plan.batch, plan.queries, plan.keys, plan.group
+    hkv, d, dv = k_buffer.shape[1], q.shape[-1], v_buffer.shape[-1]
+
+    def keys_of(buffer: torch.Tensor, scale: float, new: torch.Tensor | None) -> torch.Tensor:
+        out = buffer.index_select(0, plan.cache_slots).float()
+        if scale != 1.0:
+            out = out * scale
+        if new is not None:
+            out = torch.cat([out, new.float()])
+        if plan.key_rows is not None:
+            out = out.index_select(0, plan.key_rows)
+        return out.view(b, lk, hkv, -1).transpose(1, 2)
+
+    k, v = keys_of(k_buffer, k_scale, k_new), keys_of(v_buffer, v_scale, v_new)
+    q = q.float().view(b, lq, hkv, group, d).permute(0, 2, 3, 1, 4).reshape(b, hkv, group * lq, d)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=plan.mask, scale=sm_scale)
+    if plan.hidden_rows:
+        out = out.nan_to_num(0.0)  # a query with every key hidden gets 0
+    return out.view(b, hkv, group, lq, dv).permute(0, 3, 1, 2, 4).reshape(b * lq, hkv * group, dv)
 
 
 def decode_attention_cpu(
@@ -154,11 +318,15 @@ def decode_attention_cpu(
     `_kv_slots`), only the last `sliding_window_size` of them when that is > 0 (SGLang passes
     the layer's window + 1). `k_scale`/`v_scale` dequantise the cache, as in Triton's
     `decode_attention_fwd`. `attn_logits` is the C++ kernel's split-KV scratch and is not used.
+    The plain case (no window, cap, sinks or encoder) runs all requests in one SDPA call over a
+    gather plan shared by every layer; the rest take a per-request loop.
     """
     if key is not None and value is not None:
         slots = loc.long()
         k_buffer[slots] = key.reshape(-1, *k_buffer.shape[1:]).to(k_buffer.dtype)
         v_buffer[slots] = value.reshape(-1, *v_buffer.shape[1:]).to(v_buffer.dtype)
+    if query.shape[0] == 0:
+        return
     plain = (
         not is_cross_attention
         and sliding_window_size <= 0
@@ -166,14 +334,10 @@ def decode_attention_cpu(
         and logit_cap <= 0
         and (encoder_lens is None or not bool(encoder_lens.any()))
     )
-    if plain and query.shape[0] > 0:
-        output.copy_(
-            _batched_decode(
-                query, k_buffer, v_buffer, k_scale, v_scale, req_to_token, req_pool_indices, seq_lens, sm_scale
-            )
-            .to(output.dtype)
-            .reshape(output.shape)
-        )
+    if plain:
+        plan = _decode_plan(req_to_token, req_pool_indices, seq_lens, query.shape[1] // k_buffer.shape[1])
+        out = _attend_plan(plan, query, k_buffer, v_buffer, k_scale, v_scale, None, None, sm_scale)
+        output.copy_(out.view(output.shape))
         return
     reqs, lens = req_pool_indices.tolist(), seq_lens.tolist()
     encoder = encoder_lens.tolist() if encoder_lens is not None else [0] * len(lens)
@@ -247,7 +411,41 @@ def extend_attention_cpu(
     `sliding_window_size` W > 0 (the layer's window + 1) only keys less than W positions away.
     Cross-attention sees the request's encoder slots instead, unmasked. Mirrors Triton's
     `extend_attention_fwd`, k_scale/v_scale included; `max_len_extend` only sizes C++ tiles.
+    The plain case (no window, cap, sinks, encoder or cross-attention) runs every request in one
+    SDPA call over a gather plan shared by every layer; the rest take a per-request loop.
     """
+    if q_extend.shape[0] == 0:
+        return
+    plain = (
+        not is_cross_attention
+        and sliding_window_size <= 0
+        and sinks is None
+        and logit_cap <= 0
+        and (encoder_lens is None or not bool(encoder_lens.any()))
+    )
+    if plain:
+        new_kv = k_extend is not None and v_extend is not None
+        group = q_extend.shape[1] // k_buffer.shape[1]
+        plan = _extend_plan(
+            req_to_token,
+            req_pool_indices,
+            seq_lens,
+            extend_seq_lens,
+            extend_start_loc,
+            tree_mask,
+            is_causal,
+            new_kv,
+            group,
+            q_extend.shape[0],
+        )
+        q = q_extend if plan.query_rows is None else q_extend.index_select(0, plan.query_rows)
+        k_new, v_new = (k_extend, v_extend) if new_kv else (None, None)
+        out = _attend_plan(plan, q, k_buffer, v_buffer, k_scale, v_scale, k_new, v_new, sm_scale)
+        if plan.query_rows is None:
+            o_extend.copy_(out.view(o_extend.shape))
+        else:
+            o_extend[plan.query_rows[plan.valid]] = out[plan.valid].to(o_extend.dtype)
+        return
     reqs, lens = req_pool_indices.tolist(), seq_lens.tolist()
     extend_lens, starts = extend_seq_lens.tolist(), extend_start_loc.tolist()
     encoder = encoder_lens.tolist() if encoder_lens is not None else [0] * len(lens)
