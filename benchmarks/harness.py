@@ -261,6 +261,25 @@ def run_metadata(name: str, args: argparse.Namespace, configs: list[ServeConfig]
     }
 
 
+def paired_ratio(ratios: list[float], draws: int = 10_000, seed: int = 0) -> dict[str, float]:
+    """Median of per-prompt speed ratios with a 95% percentile-bootstrap interval (prompts
+    resampled with replacement): the speedup of a paired comparison, where each ratio divides
+    two configurations' tokens/s on the same prompt in the same round."""
+    import random
+    import statistics
+
+    if not ratios:
+        raise ValueError("paired_ratio needs at least one per-prompt ratio")
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(draws))
+    return {
+        "median": statistics.median(ratios),
+        "ci95_low": medians[int(0.025 * draws)],
+        "ci95_high": medians[int(0.975 * draws) - 1],
+        "n": len(ratios),
+    }
+
+
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     def cell(x: Any) -> str:
         if x is None:

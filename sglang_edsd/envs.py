@@ -31,7 +31,10 @@ SIDE_STREAM = EnvVar("SGLANG_EDSD_SIDE_STREAM", "1", "0 runs EDFuse's two halves
 TRITON = EnvVar("SGLANG_EDSD_TRITON", "1", "0 runs EDFuse's elementwise work in eager PyTorch, not Triton (A/B timing)")
 EASD = EnvVar("SGLANG_EDSD_EASD", "", "EASD verify rule configuration, inline JSON or a file; unset: EASD off")
 TRACE = EnvVar("SGLANG_EDSD_TRACE", "", "JSONL file for the per-verify entropy trace; unset: off")
+PHASE_TIMES = EnvVar(
+    "SGLANG_EDSD_PHASE_TIMES", "", "JSONL file for per-phase wall time of decode steps / rounds (profiling); unset: off"
+)
 RECORD_DIR = EnvVar("SGLANG_EDSD_RECORD_DIR", "", "folder for per-forward draft records (tests); unset: off")
 RECORD_LIMIT = EnvVar("SGLANG_EDSD_RECORD_LIMIT", "1000", "how many draft forwards SGLANG_EDSD_RECORD_DIR keeps")
 
-ALL = (HOME, CPU_SUPPORT, CPU_GEMM, SIDE_STREAM, TRITON, EASD, TRACE, RECORD_DIR, RECORD_LIMIT)
+ALL = (HOME, CPU_SUPPORT, CPU_GEMM, SIDE_STREAM, TRITON, EASD, TRACE, PHASE_TIMES, RECORD_DIR, RECORD_LIMIT)

@@ -30,6 +30,10 @@ def register() -> None:
     from sglang_edsd.patches import apply_all
 
     apply_all()
+    from sglang_edsd.serving import phase_times
+
+    if phase_times.register_hooks():
+        logger.warning("sglang-edsd: phase timing on, appending to %s", envs.PHASE_TIMES.get())
 
     from sglang_edsd.easd.rule import EASDConfig
 

@@ -1,0 +1,276 @@
+"""The CPU serving path against `transformers`' own `generate`: paired, interleaved, repeated.
+
+Configurations: `hf` (transformers `generate`, in this process, same dtype and thread count as
+the servers), `none` (SGLang without speculation) and EDSD chains (`edsd-cN`, the shipped
+draft at depth N). Every SGLang server is up at once (`--sleep-on-idle`, so an idle one costs
+nothing) and each prompt goes to every configuration in an order that rotates with the prompt
+and the round, so drift in the machine's speed falls on all of them alike. Speedups are the
+median over (prompt, round) pairs of the tokens/s ratio, with a 95% bootstrap interval
+(`harness.paired_ratio`). Greedy EDSD output must equal SGLang's own without speculation
+(float32): the JSON counts mismatches. `hf` output is compared too, for information only (its
+kernels differ, so a float32 near-tie may flip).
+
+`--phase-times` instead profiles each SGLang configuration alone (SGLANG_EDSD_PHASE_TIMES,
+serving/phase_times.py): where a plain step and a round spend their time, as JSON, markdown
+and a stacked-bar PNG. Usage (the committed result):
+
+    python benchmarks/bench_cpu_path.py --out benchmarks/results/cpu-path-smollm2.json
+    python benchmarks/bench_cpu_path.py --phase-times --out benchmarks/results/cpu-phases-smollm2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import harness
+import torch
+from harness import markdown_table, paired_ratio
+from tqdm import tqdm
+
+from sglang_edsd.assets import smollm2_path
+from sglang_edsd.client import ask
+from sglang_edsd.drafts import SMOLLM2_EDSD, shipped_draft
+from sglang_edsd.launcher import cpu_args, launch, launch_all, spec_args
+from sglang_edsd.prompts import build_prompt_sets, load_prompts
+
+LEAVES = ("attention", "linear", "lm_head", "rmsnorm", "rope")  # phases that never call one another
+
+
+def server_flags(config: str, dtype: str) -> list[str]:
+    flags = cpu_args(dtype)
+    if config.startswith("edsd-c"):
+        flags += spec_args("EDSD", shipped_draft(SMOLLM2_EDSD), steps=int(config.removeprefix("edsd-c")))
+    elif config != "none":
+        raise SystemExit(f"error: unknown configuration {config!r} (hf, none or edsd-cN)")
+    return flags
+
+
+def pick_prompts(tasks: list[str], per_task: int, folder: Path) -> list[dict[str, Any]]:
+    """The first `per_task` prompts of each task (the held-out evaluation sets)."""
+    if not any(folder.glob("*.jsonl")):
+        build_prompt_sets(folder)
+    records = load_prompts(folder)
+    chosen = []
+    for task in tasks:
+        rows = [r for r in records if r["task"] == task][:per_task]
+        if len(rows) < per_task:
+            raise SystemExit(f"error: task {task!r} has {len(rows)} prompts in {folder}, need {per_task}")
+        chosen += [{"id": r["id"], "task": task, "prompt": r["turns"][0]} for r in rows]
+    return chosen
+
+
+class HFGenerate:
+    """transformers' greedy `generate` on the same chat template SGLang applies."""
+
+    def __init__(self, model: Path, dtype: str) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(model)
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).eval()
+
+    def __call__(self, prompt: str, max_tokens: int) -> dict[str, Any]:
+        ids = self.tok.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(ids, max_new_tokens=max_tokens, do_sample=False)
+        seconds = time.perf_counter() - start
+        new = out[0, ids.shape[1] :]
+        if new.numel() and new[-1].item() == self.tok.eos_token_id:
+            new = new[:-1]  # SGLang's completion_tokens count the EOS; its text does not show it
+            tokens = new.numel() + 1
+        else:
+            tokens = new.numel()
+        return {"text": self.tok.decode(new, skip_special_tokens=True), "tokens": tokens, "seconds": seconds}
+
+
+def measure(args: argparse.Namespace, prompts: list[dict[str, Any]], log_dir: Path) -> list[dict[str, Any]]:
+    sglang_configs = [c for c in args.configs if c != "hf"]
+    specs = {c: (str(smollm2_path()), server_flags(c, args.dtype)) for c in sglang_configs}
+    servers = launch_all(specs, log_dir)
+    hf = HFGenerate(smollm2_path(), args.dtype) if "hf" in args.configs else None
+    rows = []
+    try:
+        for s in servers.values():  # warm-up, untimed (the first speculative request compiles)
+            ask(s, "Hello!", 8)
+        if hf:
+            hf("Hello!", 8)
+        jobs = [(r, i, p) for r in range(args.rounds) for i, p in enumerate(prompts)]
+        for rnd, i, p in tqdm(jobs, desc="paired requests", unit="prompt"):
+            shift = (i + rnd) % len(args.configs)
+            for config in args.configs[shift:] + args.configs[:shift]:
+                if config == "hf":
+                    out = hf(p["prompt"], args.max_tokens)
+                    row = {"text": out["text"], "tokens": out["tokens"], "seconds": out["seconds"], "accept": None}
+                else:
+                    a = ask(servers[config], p["prompt"], args.max_tokens)
+                    row = {"text": a.text, "tokens": a.completion_tokens, "seconds": a.seconds}
+                    row["accept"] = a.accept_length
+                rows.append({"round": rnd, "prompt": p["id"], "task": p["task"], "config": config, **row})
+    finally:
+        for s in servers.values():
+            s.stop()
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]], configs: list[str]) -> dict[str, Any]:
+    by = {(r["round"], r["prompt"], r["config"]): r for r in rows}
+    pairs = sorted({(r["round"], r["prompt"]) for r in rows})
+    summary: dict[str, Any] = {}
+    for c in configs:
+        mine = [by[k + (c,)] for k in pairs]
+        tokens, seconds = sum(r["tokens"] for r in mine), sum(r["seconds"] for r in mine)
+        accepts = [r["accept"] for r in mine if r["accept"] is not None]
+        entry: dict[str, Any] = {"tokens_per_s": tokens / seconds, "requests": len(mine)}
+        if accepts:
+            entry["mean_accept_length"] = sum(accepts) / len(accepts)
+        for base in ("hf", "none"):
+            if base in configs and base != c:
+                ratios = [
+                    (by[k + (c,)]["tokens"] / by[k + (c,)]["seconds"])
+                    / (by[k + (base,)]["tokens"] / by[k + (base,)]["seconds"])
+                    for k in pairs
+                ]
+                entry[f"vs_{base}"] = paired_ratio(ratios)
+        if c.startswith("edsd") and "none" in configs:
+            entry["mismatches_vs_none"] = sum(by[k + (c,)]["text"] != by[k + ("none",)]["text"] for k in pairs)
+        if c == "hf" and "none" in configs:
+            entry["text_differs_from_none"] = sum(by[k + (c,)]["text"] != by[k + ("none",)]["text"] for k in pairs)
+        summary[c] = entry
+    return summary
+
+
+def report_speed(summary: dict[str, Any], png: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def ci(x: dict[str, float] | None) -> str:
+        return "-" if x is None else f"{x['median']:.3f} [{x['ci95_low']:.3f}, {x['ci95_high']:.3f}]"
+
+    rows = [
+        [c, s["tokens_per_s"], s.get("mean_accept_length"), ci(s.get("vs_hf")), ci(s.get("vs_none"))]
+        + [s.get("mismatches_vs_none", s.get("text_differs_from_none"))]
+        for c, s in summary.items()
+    ]
+    header = ["config", "tok/s", "tau", "vs hf generate (95% CI)", "vs SGLang none (95% CI)", "text != none"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    names = [c for c in summary if "vs_hf" in summary[c]]
+    med = [summary[c]["vs_hf"]["median"] for c in names]
+    err = [
+        [m - summary[c]["vs_hf"]["ci95_low"] for c, m in zip(names, med)],
+        [summary[c]["vs_hf"]["ci95_high"] - m for c, m in zip(names, med)],
+    ]
+    ax.bar(names, med, yerr=err, capsize=4, color="tab:blue")
+    ax.axhline(1.0, color="gray", lw=1)
+    ax.set_ylabel("tokens/s vs transformers generate (median, 95% CI)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    return markdown_table(header, rows)
+
+
+def profile(args: argparse.Namespace, prompts: list[dict[str, Any]], workdir: Path) -> dict[str, Any]:
+    """Each SGLang configuration alone, with the phase timers on; the last full window's means."""
+    result = {}
+    for config in [c for c in args.configs if c != "hf"]:
+        times = workdir / f"{config}.jsonl"
+        env = {"SGLANG_EDSD_PHASE_TIMES": str(times)}
+        with launch(smollm2_path(), server_flags(config, args.dtype), workdir / f"{config}.log", env=env) as s:
+            ask(s, "Hello!", 8)
+            for p in tqdm(prompts, desc=f"profile {config}", unit="prompt"):
+                ask(s, p["prompt"], args.max_tokens)
+        windows = [json.loads(line) for line in times.read_text().splitlines()]
+        if not windows:
+            raise SystemExit(f"error: {config} wrote no full window of phase times; use more prompts or tokens")
+        result[config] = windows
+    return result
+
+
+def phase_split(window: dict[str, Any]) -> dict[str, float]:
+    """Milliseconds per unit of the leaf phases (disjoint: none calls another), the rest of the
+    unit, and the draft's share (its forwards contain leaf calls too, so it is not stacked)."""
+    ms = window["ms_per_unit"]
+    total = ms["round"] if window["unit"] == "round" else ms["forward"]
+    split = {
+        "attention": ms.get("attention_decode", 0.0) + ms.get("attention_extend", 0.0),
+        "linear": ms.get("linear", 0.0),
+        "lm_head": ms.get("lm_head", 0.0),
+        "rmsnorm": ms.get("rmsnorm", 0.0),
+        "rope": ms.get("rope", 0.0),
+    }
+    split["rest"] = total - sum(split.values())
+    split["total"] = total
+    split["draft"] = ms.get("draft_extend", 0.0) + ms.get("draft_steps", 0.0)
+    split["verify"] = ms.get("verify", 0.0)
+    return split
+
+
+def report_phases(result: dict[str, Any], png: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = {c: phase_split(w[-1]) for c, w in result.items()}
+    header = ["config", "unit", "ms per unit", *LEAVES, "rest", "verify", "draft", "attention share"]
+    rows = [
+        [c, result[c][-1]["unit"], s["total"], *(s[p] for p in (*LEAVES, "rest", "verify", "draft"))]
+        + [f"{s['attention'] / s['total']:.1%}"]
+        for c, s in splits.items()
+    ]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, part in enumerate((*LEAVES, "rest")):
+        values = [s[part] for s in splits.values()]
+        bottoms = [sum(s[q] for q in (*LEAVES, "rest")[:i]) for s in splits.values()]
+        ax.bar(list(splits), values, bottom=bottoms, color="lightgray" if part == "rest" else f"C{i}", label=part)
+    ax.set_ylabel("ms per decode step / speculative round")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    note = (
+        "\nPhases are inclusive wall times inside the scheduler (attention, linear, lm_head, rmsnorm and rope "
+        "count the target's and the draft's calls alike); a round's unit is one EAGLEWorkerV2 round."
+    )
+    return markdown_table(header, rows) + note
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--configs", nargs="+", default=["hf", "none", "edsd-c3", "edsd-c4"])
+    p.add_argument("--tasks", nargs="+", default=["mt_bench", "humaneval", "gsm8k", "alpaca", "summarization"])
+    p.add_argument("--per-task", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2, help="times each prompt goes to every configuration")
+    p.add_argument("--max-tokens", type=int, default=96)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--threads", type=int, default=2, help="torch threads for hf (the servers bind one per core)")
+    p.add_argument("--phase-times", action="store_true", help="profile each SGLang configuration alone instead")
+    p.add_argument("--prompts", type=Path, default=harness.REPO / "artifacts" / "bench-prompts")
+    p.add_argument("--out", type=Path, required=True, help="result JSON (markdown and PNG beside it)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    prompts = pick_prompts(args.tasks, args.per_task, args.prompts)
+    meta = {**harness.provenance(args.out.stem), "args": {k: str(v) for k, v in vars(args).items()}}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.phase_times:
+            result = profile(args, prompts, Path(tmp))
+            table = report_phases(result, args.out.with_suffix(".png"))
+            split = {c: phase_split(w[-1]) for c, w in result.items()}
+            harness.write_json(args.out, {**meta, "windows": result, "split": split})
+        else:
+            rows = measure(args, prompts, Path(tmp))
+            summary = summarise(rows, args.configs)
+            table = report_speed(summary, args.out.with_suffix(".png"))
+            harness.write_json(args.out, {**meta, "summary": summary, "requests": rows})
+    args.out.with_suffix(".md").write_text(f"# {args.out.stem}\n\n`{meta['command']}`\n\n{table}\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
