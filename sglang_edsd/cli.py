@@ -47,8 +47,11 @@ def _cmd_init_draft(args: argparse.Namespace) -> None:
 
 def _cmd_validate_draft(args: argparse.Namespace) -> None:
     from sglang_edsd.draft_config import validate_draft_folder
+    from sglang_edsd.serving.model_sources import local_draft_folder, target_info_of
 
-    cfg = validate_draft_folder(args.draft, args.target)
+    draft = local_draft_folder(args.draft, args.revision, args.download_dir)
+    target = target_info_of(args.target, args.target_revision) if args.target else None
+    cfg = validate_draft_folder(draft, target)
     ids = list(cfg.layer_ids)
     print(
         f"OK: {cfg.architecture} draft, layer ids {ids} (HF hidden_states index {[i + 1 for i in ids]}), "
@@ -94,9 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_cmd_init_draft)
 
-    s = sub.add_parser("validate-draft", help="check a draft folder against a target, as SGLang start-up does")
-    s.add_argument("--draft", required=True)
-    s.add_argument("--target", help="target model folder")
+    s = sub.add_parser("validate-draft", help="check a draft against a target, as SGLang start-up does")
+    s.add_argument("--draft", required=True, help="draft folder or Hugging Face repo id")
+    s.add_argument("--target", help="target model folder or Hugging Face repo id")
+    s.add_argument("--revision", default=None, help="draft revision (--speculative-draft-model-revision)")
+    s.add_argument("--target-revision", default=None, help="target revision (--revision)")
+    s.add_argument("--download-dir", default=None, help="as SGLang's --download-dir")
     s.set_defaults(func=_cmd_validate_draft)
 
     from sglang_edsd.edselect.command import add_select_arguments, select_main

@@ -55,3 +55,18 @@ def target_info(server_args: Any) -> TargetInfo:
 
     hf_config = model_config_of(server_args).hf_config
     return TargetInfo.from_hf_dict(hf_config.to_dict(), source=f"target {server_args.model_path} config")
+
+
+def target_info_of(model_path: str, revision: str | None = None) -> TargetInfo:
+    """The target's facts for `sglang-edsd validate-draft`, resolved by SGLang's own argument
+    pipeline for `--model-path` (local folder, hub id through the HF cache, GGUF), as start-up does."""
+    from sglang.srt.server_args import prepare_server_args
+
+    args = ["--model-path", model_path, "--device", "cpu"] + (["--revision", revision] if revision else [])
+    try:
+        server_args = prepare_server_args(args)
+        return target_info(server_args)
+    except DraftConfigError:
+        raise
+    except Exception as e:  # SGLang's own errors for a path or id it cannot resolve
+        raise DraftConfigError(f"target {model_path!r} could not be resolved ({type(e).__name__}: {e})") from None
