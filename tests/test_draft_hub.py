@@ -36,6 +36,15 @@ for name, target, draft in json.loads(sys.argv[1]):
     except Exception as e:
         out = {"error": f"{type(e).__name__}: {e}"}
     print("CASE " + json.dumps({name: out}), flush=True)
+
+import contextlib, io
+from sglang_edsd.cli import main
+for name, target, draft in json.loads(sys.argv[1]):  # the same pairs through `sglang-edsd validate-draft`
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["validate-draft", "--draft", draft, "--target", target])
+    out = {"code": code, "text": (stdout.getvalue() + stderr.getvalue()).strip()}
+    print("CASE " + json.dumps({"cli-" + name: out}), flush=True)
 """
 
 
@@ -84,7 +93,7 @@ def hub_cases(smollm2: Path, smollm2_draft: Path, tmp_path_factory: pytest.TempP
     for line in proc.stdout.splitlines():
         if line.startswith("CASE "):
             results.update(json.loads(line[5:]))
-    assert len(results) == len(cases), proc.stderr[-3000:]
+    assert len(results) == 2 * len(cases), proc.stderr[-3000:]
     return results
 
 
@@ -113,3 +122,15 @@ def test_local_target_folder_without_config_is_an_error(smollm2_draft: Path, tmp
 
     with pytest.raises(DraftConfigError, match="target config not found"):
         validate_draft_folder(smollm2_draft, tmp_path)
+
+
+@pytest.mark.long
+def test_validate_draft_command_resolves_hub_ids_as_start_up_does(hub_cases: dict[str, dict]) -> None:
+    """`sglang-edsd validate-draft` accepts what start-up accepts and rejects what it rejects."""
+    for case in ("hub-both", "hub-draft-local-target"):
+        assert hub_cases["cli-" + case]["code"] == 0 and hub_cases["cli-" + case]["text"].startswith("OK: "), case
+    for case in ("hub-target-wrong-depth", "hub-target-local-draft-wrong-depth"):
+        out = hub_cases["cli-" + case]
+        assert out["code"] == 2 and "target num_hidden_layers is 12" in out["text"], out
+    out = hub_cases["cli-hub-draft-no-weights"]
+    assert out["code"] == 2 and "no *.safetensors weights" in out["text"], out

@@ -32,6 +32,12 @@ LONG_PROMPT = "Summarise this text in one sentence:\n" + " ".join(
 )
 
 
+# SGLang's adaptive depth, as an EAGLE3 user starts it on CPU (its per-depth runtime states build
+# decode graph runners unless graphs are off, and CPU has none)
+ADAPTIVE = ["--speculative-algorithm", "EDSD", "--speculative-adaptive", "--disable-cuda-graph"]
+ADAPTIVE += ["--speculative-draft-model-path"]  # then the draft folder
+
+
 @pytest.fixture(scope="module")
 def servers(smollm2: Path, smollm2_draft: Path, tmp_path_factory: pytest.TempPathFactory):
     eagle3 = init_draft(smollm2, tmp_path_factory.mktemp("eagle3"), draft_vocab_size=8192, input_module="fc")
@@ -41,6 +47,7 @@ def servers(smollm2: Path, smollm2_draft: Path, tmp_path_factory: pytest.TempPat
             "smollm2-plain": (smollm2, base),
             "smollm2-edsd": (smollm2, base + edsd_args(smollm2_draft)),
             "smollm2-eagle3": (smollm2, base + spec_args("EAGLE3", eagle3)),
+            "smollm2-edsd-adaptive": (smollm2, base + ADAPTIVE + [str(smollm2_draft)]),
         }
     )
     yield started
@@ -107,3 +114,13 @@ def test_eagle3_baseline_serves_lossless(servers, reference) -> None:
     assert resp.choices[0].message.content == reference[PROMPTS[2]]
     spec = resp.model_extra["sglext"]["spec_tokens_details"]
     assert spec["spec_verify_ct"] >= 1 and 1.0 <= spec["spec_accept_length"] <= 5.0
+
+
+def test_adaptive_depth_runs_for_edsd_and_stays_lossless(servers, reference) -> None:
+    """`--speculative-adaptive` works for EDSD as for EAGLE3 (patches/adaptive_spec_for_edsd.py):
+    SGLang's controller starts instead of logging that it is disabled, and output is unchanged."""
+    server = servers["smollm2-edsd-adaptive"]
+    assert [_chat(server, p) for p in PROMPTS[:2]] == [reference[p] for p in PROMPTS[:2]]
+    log = server.log_path.read_text(errors="replace")
+    assert "speculative_adaptive disabled" not in log
+    assert "AdaptiveSpeculativeParams initialized" in log and "Built adaptive runtime state" in log

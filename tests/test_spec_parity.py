@@ -116,6 +116,7 @@ FIELDS = (
     "disable_overlap_schedule",
     "enable_mixed_chunk",
     "speculative_draft_attention_backend",
+    "speculative_adaptive",
 )
 
 
@@ -132,8 +133,9 @@ FIELDS = (
             "8",
             "--enable-mixed-chunk",
         ],
+        ["--speculative-adaptive"],
     ],
-    ids=["chain", "tree-mixed-chunk"],
+    ids=["chain", "tree-mixed-chunk", "adaptive"],
 )
 def test_server_args_resolve_like_eagle3(
     smollm2: Path, smollm2_draft: Path, eagle3_draft: Path, extra: list[str]

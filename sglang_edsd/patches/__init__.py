@@ -10,9 +10,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from sglang_edsd.patches import dp_spec_prefill_coordination
+from sglang_edsd.patches import adaptive_spec_for_edsd, dp_spec_prefill_coordination
 
-PATCHES = (dp_spec_prefill_coordination,)
+PATCHES = (dp_spec_prefill_coordination, adaptive_spec_for_edsd)
 
 
 class PatchGuardError(RuntimeError):
