@@ -36,7 +36,7 @@ from sglang_edsd.assets import smollm2_path
 from sglang_edsd.client import ask
 from sglang_edsd.drafts import SMOLLM2_EDSD, shipped_draft
 from sglang_edsd.launcher import cpu_args, launch, launch_all, spec_args
-from sglang_edsd.prompts import build_prompt_sets, load_prompts
+from sglang_edsd.prompts import build_prompt_sets
 
 LEAVES = ("attention", "linear", "lm_head", "rmsnorm", "rope")  # phases that never call one another
 
@@ -51,17 +51,10 @@ def server_flags(config: str, dtype: str) -> list[str]:
 
 
 def pick_prompts(tasks: list[str], per_task: int, folder: Path) -> list[dict[str, Any]]:
-    """The first `per_task` prompts of each task (the held-out evaluation sets)."""
+    """The first `per_task` prompts of each task (the held-out evaluation sets, built on first use)."""
     if not any(folder.glob("*.jsonl")):
         build_prompt_sets(folder)
-    records = load_prompts(folder)
-    chosen = []
-    for task in tasks:
-        rows = [r for r in records if r["task"] == task][:per_task]
-        if len(rows) < per_task:
-            raise SystemExit(f"error: task {task!r} has {len(rows)} prompts in {folder}, need {per_task}")
-        chosen += [{"id": r["id"], "task": task, "prompt": r["turns"][0]} for r in rows]
-    return chosen
+    return harness.select_prompts(str(folder), tasks, per_task)
 
 
 class HFGenerate:

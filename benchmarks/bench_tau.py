@@ -36,7 +36,6 @@ from tqdm import tqdm
 from sglang_edsd.client import Answer, ask
 from sglang_edsd.data.append_log import append_records, pack, packed, read_append_log, unpack
 from sglang_edsd.launcher import launch, spec_args
-from sglang_edsd.prompts import load_prompts
 
 TASKS = ("mt_bench", "humaneval", "gsm8k", "alpaca", "summarization")
 WARMUP = ["Hello!", "Write one sentence about the sea."]
@@ -61,18 +60,6 @@ def run_configs(args: argparse.Namespace) -> list[dict[str, Any]]:
                     }
                 )
     return out
-
-
-def select_prompts(prompt_dir: str, tasks: list[str], per_task: int) -> list[dict[str, Any]]:
-    """The first `per_task` prompts of each task (file order), first user turn only."""
-    records = load_prompts(prompt_dir)
-    chosen = []
-    for task in tasks:
-        rows = [r for r in records if r["task"] == task][:per_task]
-        if len(rows) < per_task:
-            raise SystemExit(f"error: task {task!r} has {len(rows)} prompts in {prompt_dir}, {per_task} wanted")
-        chosen += [{"id": r["id"], "task": task, "prompt": r["turns"][0]} for r in rows]
-    return chosen
 
 
 def _done(request_log: Path) -> dict[tuple[str, str], dict[str, Any]]:
@@ -341,7 +328,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     request_log = out.with_suffix(".requests.jsonl")
-    prompts = select_prompts(args.prompts, args.tasks, args.num_per_task)
+    prompts = harness.select_prompts(args.prompts, args.tasks, args.num_per_task)
     sweep = [p for task in args.tasks for p in [q for q in prompts if q["task"] == task][: args.sweep_per_task]]
     cfgs = run_configs(args)
     if not args.summarize_only:

@@ -110,6 +110,20 @@ def prompt_records(args: argparse.Namespace, per_task: int) -> list[dict[str, An
     return [r for t in tasks for r in [q for q in records if q["task"] == t][:per_task]]
 
 
+def select_prompts(prompt_dir: str, tasks: list[str], per_task: int) -> list[dict[str, Any]]:
+    """The first `per_task` prompts of each task (file order), first user turn only."""
+    from sglang_edsd.prompts import load_prompts
+
+    records = load_prompts(prompt_dir)
+    chosen = []
+    for task in tasks:
+        rows = [r for r in records if r["task"] == task][:per_task]
+        if len(rows) < per_task:
+            raise SystemExit(f"error: task {task!r} has {len(rows)} prompts in {prompt_dir}, {per_task} wanted")
+        chosen += [{"id": r["id"], "task": task, "prompt": r["turns"][0]} for r in rows]
+    return chosen
+
+
 def model_path(args: argparse.Namespace) -> str:
     return str(args.model or smollm2_path())
 

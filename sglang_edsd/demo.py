@@ -91,9 +91,10 @@ def run_demo(num_prompts: int = 4, max_tokens: int = 64, draft: str | None = Non
         "server_start_s": {"no-spec": plain_start, "edsd": edsd_start},
         "answers": {"no-spec": [asdict(a) for a in plain], "edsd": [asdict(a) for a in edsd]},
     }
+    accept = summary["mean_accept_length"]
     print(
         f"\nno-spec {plain_tps:.2f} tok/s | EDSD depth {steps} {edsd_tps:.2f} tok/s ({summary['speedup']:.2f}x) | "
-        f"mean accept length {summary['mean_accept_length']} | identical outputs "
+        f"mean accept length {'-' if accept is None else f'{accept:.2f}'} | identical outputs "
         f"{summary['same_output']}/{len(prompts)}"
     )
     (log_dir / "demo-results.json").write_text(json.dumps(summary, indent=2))

@@ -16,6 +16,10 @@ from sglang_edsd.cpu_support import ops
 HEADS, KV_HEADS, DIM = 9, 3, 64
 # float32 against float64: summation order and exp rounding over at most a few hundred keys
 TOL = dict(atol=3e-6, rtol=3e-5)
+# the options under which both ops take the fused path (no cap, window, sinks, encoder)
+PLAIN = dict(
+    sm_scale=DIM**-0.5, logit_cap=0.0, is_cross_attention=False, sliding_window_size=0, encoder_lens=None, sinks=None
+)
 
 
 def _pool(gen: torch.Generator, num_reqs: int, pool_len: int) -> torch.Tensor:
@@ -54,12 +58,7 @@ def _decode_case(gen, seq_lens):
         req_to_token=table,
         req_pool_indices=reqs,
         seq_lens=seq,
-        sm_scale=DIM**-0.5,
-        logit_cap=0.0,
-        is_cross_attention=False,
-        sliding_window_size=0,
-        encoder_lens=None,
-        sinks=None,
+        **PLAIN,
     )
 
 
@@ -121,12 +120,7 @@ def _extend_case(gen, prefix_lens, extend_lens, tree: bool, causal: bool = True,
         extend_seq_lens=n.int(),
         extend_start_loc=starts.int(),
         max_len_extend=int(n.max()),
-        sm_scale=DIM**-0.5,
-        logit_cap=0.0,
-        is_cross_attention=False,
-        sliding_window_size=0,
-        encoder_lens=None,
-        sinks=None,
+        **PLAIN,
         tree_mask=None if blocks is None else blocks.flatten(),
         is_causal=causal,
     )

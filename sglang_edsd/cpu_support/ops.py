@@ -158,6 +158,23 @@ _DECODE_PLANS = _PlanCache()
 _EXTEND_PLANS = _PlanCache()
 
 
+def _fused_path(
+    is_cross: bool,
+    sliding_window_size: int,
+    sinks: torch.Tensor | None,
+    logit_cap: float,
+    encoder_lens: torch.Tensor | None,
+) -> bool:
+    """Whether a call takes the plan + SDPA path: no window, cap, sinks, encoder or cross-attention."""
+    return (
+        not is_cross
+        and sliding_window_size <= 0
+        and sinks is None
+        and logit_cap <= 0
+        and (encoder_lens is None or not bool(encoder_lens.any()))
+    )
+
+
 def _decode_plan(
     req_to_token: torch.Tensor, req_pool_indices: torch.Tensor, seq_lens: torch.Tensor, group: int
 ) -> _Plan:
@@ -327,14 +344,7 @@ def decode_attention_cpu(
         v_buffer[slots] = value.reshape(-1, *v_buffer.shape[1:]).to(v_buffer.dtype)
     if query.shape[0] == 0:
         return
-    plain = (
-        not is_cross_attention
-        and sliding_window_size <= 0
-        and sinks is None
-        and logit_cap <= 0
-        and (encoder_lens is None or not bool(encoder_lens.any()))
-    )
-    if plain:
+    if _fused_path(is_cross_attention, sliding_window_size, sinks, logit_cap, encoder_lens):
         plan = _decode_plan(req_to_token, req_pool_indices, seq_lens, query.shape[1] // k_buffer.shape[1])
         out = _attend_plan(plan, query, k_buffer, v_buffer, k_scale, v_scale, None, None, sm_scale)
         output.copy_(out.view(output.shape))
@@ -416,14 +426,7 @@ def extend_attention_cpu(
     """
     if q_extend.shape[0] == 0:
         return
-    plain = (
-        not is_cross_attention
-        and sliding_window_size <= 0
-        and sinks is None
-        and logit_cap <= 0
-        and (encoder_lens is None or not bool(encoder_lens.any()))
-    )
-    if plain:
+    if _fused_path(is_cross_attention, sliding_window_size, sinks, logit_cap, encoder_lens):
         new_kv = k_extend is not None and v_extend is not None
         group = q_extend.shape[1] // k_buffer.shape[1]
         plan = _extend_plan(
