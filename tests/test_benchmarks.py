@@ -355,3 +355,57 @@ def test_probe_reuse_reads_back_committed_scores_only_with_the_same_settings(tmp
     args.budget += 1
     with pytest.raises(SystemExit, match="budget"):
         probe_drafts.reused_probes(path, args)
+
+
+def test_paired_protocol_bookkeeping_without_a_server():
+    """bench_cpu_path's summary: per-(prompt, round) ratios against hf and none, their median and
+    bootstrap interval, mismatch counts; the rotation puts every configuration first equally often."""
+    import bench_cpu_path
+    from harness import paired_ratio
+
+    rows = []
+    for rnd in range(2):
+        for i, prompt in enumerate(["p0", "p1", "p2"]):
+            for config, tok_s in (("hf", 20.0), ("none", 10.0 + i), ("edsd-c3", 12.0 + i)):
+                text = "same" if (config, prompt) != ("edsd-c3", "p2") or rnd else "other"
+                rows.append(
+                    {"round": rnd, "prompt": prompt, "task": "t", "config": config, "tokens": 100}
+                    | {"seconds": 100 / tok_s, "text": text, "accept": 1.5 if config == "edsd-c3" else None}
+                )
+    summary = bench_cpu_path.summarise(rows, ["hf", "none", "edsd-c3"])
+    ratios = [(12 + i) / (10 + i) for i in range(3)] * 2
+    assert summary["edsd-c3"]["vs_none"] == pytest.approx(paired_ratio(ratios))
+    assert summary["edsd-c3"]["vs_none"]["median"] == pytest.approx(13 / 11)
+    assert summary["none"]["vs_hf"]["median"] == pytest.approx(11 / 20)
+    assert summary["edsd-c3"]["mismatches_vs_none"] == 1
+    assert summary["edsd-c3"]["mean_accept_length"] == 1.5 and summary["hf"]["text_differs_from_none"] == 0
+    interval = summary["edsd-c3"]["vs_none"]
+    assert interval["ci95_low"] <= interval["median"] <= interval["ci95_high"] and interval["n"] == 6
+    with pytest.raises(ValueError, match="at least one"):
+        paired_ratio([])
+
+
+def test_cost_model_fits_profiled_chains_and_predicts_their_speed():
+    import cost_model
+
+    def window(depth, verify, extend, step, rest):
+        ms = {"verify": verify, "draft_extend": extend, "draft_steps": step * (depth - 1)}
+        return [{"unit": "round", "ms_per_unit": ms | {"round": verify + extend + step * (depth - 1) + rest}}]
+
+    phases = {
+        "windows": {
+            "none": [{"unit": "forward", "ms_per_unit": {"forward": 50.0}}],
+            "edsd-c3": window(3, 60.0 + 4 * 4.0, 6.0, 3.5, 10.0),
+            "edsd-c4": window(4, 60.0 + 5 * 4.0, 6.0, 3.5, 10.0),
+        }
+    }
+    step, parts = cost_model.chain_parts(phases)
+    model = cost_model.fit(parts)
+    assert step == 50.0
+    assert model["verify_per_row"] == pytest.approx(4.0) and model["verify_at_0_rows"] == pytest.approx(60.0)
+    assert model["draft_step"] == pytest.approx(3.5) and model["rest"] == pytest.approx(10.0)
+    assert cost_model.predict_round(model, 3) == pytest.approx(parts[3]["round"])
+    assert cost_model.predict_round(model, 1) == pytest.approx(60.0 + 8.0 + 6.0 + 10.0)
+    with pytest.raises(SystemExit, match="at least two chain depths"):
+        one_chain = {k: v for k, v in phases["windows"].items() if k != "edsd-c4"}
+        cost_model.chain_parts({"windows": one_chain})
