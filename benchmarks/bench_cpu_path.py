@@ -1,8 +1,8 @@
 """The CPU serving path against `transformers`' own `generate`: paired, interleaved, repeated.
 
 Configurations: `hf` (transformers `generate`, in this process, same dtype and thread count as
-the servers), `none` (SGLang without speculation) and EDSD chains (`edsd-cN`, the shipped
-draft at depth N). Every SGLang server is up at once (`--sleep-on-idle`, so an idle one costs
+the servers), `none` (SGLang without speculation), EDSD chains (`edsd-cN`, the shipped draft at
+depth N) and `edsd-adaptive` (SGLang's `--speculative-adaptive` depth, default candidates). Every SGLang server is up at once (`--sleep-on-idle`, so an idle one costs
 nothing) and each prompt goes to every configuration in an order that rotates with the prompt
 and the round, so drift in the machine's speed falls on all of them alike. Speedups are the
 median over (prompt, round) pairs of the tokens/s ratio, with a 95% bootstrap interval
@@ -43,10 +43,14 @@ LEAVES = ("attention", "linear", "lm_head", "rmsnorm", "rope")  # phases that ne
 
 def server_flags(config: str, dtype: str) -> list[str]:
     flags = cpu_args(dtype)
+    draft = str(shipped_draft(SMOLLM2_EDSD))
     if config.startswith("edsd-c"):
-        flags += spec_args("EDSD", shipped_draft(SMOLLM2_EDSD), steps=int(config.removeprefix("edsd-c")))
+        flags += spec_args("EDSD", draft, steps=int(config.removeprefix("edsd-c")))
+    elif config == "edsd-adaptive":  # SGLang's adaptive depth; CPU needs graphs off (docs/serving.md)
+        flags += ["--speculative-algorithm", "EDSD", "--speculative-draft-model-path", draft]
+        flags += ["--speculative-adaptive", "--disable-cuda-graph"]
     elif config != "none":
-        raise SystemExit(f"error: unknown configuration {config!r} (hf, none or edsd-cN)")
+        raise SystemExit(f"error: unknown configuration {config!r} (hf, none, edsd-cN or edsd-adaptive)")
     return flags
 
 
@@ -131,7 +135,7 @@ def summarise(rows: list[dict[str, Any]], configs: list[str]) -> dict[str, Any]:
                     for k in pairs
                 ]
                 entry[f"vs_{base}"] = paired_ratio(ratios)
-        if c.startswith("edsd") and "none" in configs:
+        if c.startswith("edsd") and "none" in configs:  # every EDSD configuration
             entry["mismatches_vs_none"] = sum(by[k + (c,)]["text"] != by[k + ("none",)]["text"] for k in pairs)
         if c == "hf" and "none" in configs:
             entry["text_differs_from_none"] = sum(by[k + (c,)]["text"] != by[k + ("none",)]["text"] for k in pairs)

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from sglang_edsd.cpu_support import gemm
-from sglang_edsd.cpu_support.gemm import MAX_ROWS, few_row_linear, takes_route
+from sglang_edsd.cpu_support.gemm import MAX_ROWS, MIN_ROWS, few_row_linear, takes_route
 
 
-@pytest.mark.parametrize("shape", [(5, 96), (2, 3, 96), (MAX_ROWS, 96)])
+@pytest.mark.parametrize("shape", [(5, 96), (2, 3, 96), (MIN_ROWS, 96), (MAX_ROWS, 96)])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_matches_f_linear(shape, with_bias):
     torch.manual_seed(0)
@@ -28,12 +28,12 @@ def test_matches_f_linear(shape, with_bias):
 
 @pytest.mark.parametrize("shape", [(960, 576), (576, 1536), (3072, 576)])
 def test_a_rows_result_does_not_depend_on_the_rows_beside_it(shape):
-    """Verify (5 rows), a tree (9) and a batch of chains (2..64) compute each row alike, so a
+    """Verify (5 rows), a tree (9) and a batch of chains (3..64) compute each row alike, so a
     draft position's target logits do not depend on how many rows shared the call."""
     torch.manual_seed(1)
     w, x = torch.randn(*shape), torch.randn(MAX_ROWS, shape[1])
     full = few_row_linear(x, w)
-    for rows in (2, 5, 9, 17):
+    for rows in (MIN_ROWS, 5, 9, 17):
         assert torch.equal(few_row_linear(x[:rows], w), full[:rows])
 
 
@@ -51,8 +51,9 @@ def test_packed_weight_follows_weight_updates():
 def test_route_is_float32_few_rows_only():
     w = torch.randn(8, 4)
     assert takes_route(torch.randn(5, 4), w)
-    assert takes_route(torch.randn(1, 2, 4), w)
+    assert takes_route(torch.randn(1, 3, 4), w)
     assert not takes_route(torch.randn(1, 4), w)  # one-row decode keeps SGLang's call
+    assert not takes_route(torch.randn(2, 4), w)  # BLAS is faster at two rows
     assert not takes_route(torch.randn(MAX_ROWS + 1, 4), w)  # prefill keeps SGLang's call
     assert not takes_route(torch.randn(5, 4, dtype=torch.bfloat16), w.bfloat16())
     assert not takes_route(torch.randn(5, 4), w.double())

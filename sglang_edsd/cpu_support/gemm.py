@@ -1,21 +1,23 @@
 """Few-row GEMM route for SGLang's linear layers and lm_head on CPU.
 
-Why: with torch's CPU BLAS, `F.linear(x, W)` for a handful of rows costs far more than one
-pass over W (torch 2.14.1, 2 threads: SmolLM2's lm_head takes 2.4 ms for 1 row and 5.1 ms
-for 5), while oneDNN's GEMM on a weight packed once into its blocked layout makes one pass
-(2.7 ms for 5 rows). A verify pass of a depth-4 chain has 5 rows per request and a draft tree
-more, so speculative decoding on CPU paid much of its verify cost here
-(`benchmarks/bench_cpu_gemm.py` measures every SmolLM2 shape). Only float32 inputs of
-2..MAX_ROWS rows take the route: one-row decode (where BLAS's GEMV is as fast) and prefill keep
-SGLang's own call, so a server without speculation computes exactly what it did before. A row's
-result does not depend on how many rows share the call (checked in tests/test_cpu_gemm.py), so
-a verify computes each draft position as a 2-row or a 9-row call would.
+Why: with torch's CPU BLAS, `F.linear(x, W)` on a handful of rows costs far more than one pass
+over W once there are more than two (torch 2.14.1, 2 threads, SmolLM2: lm_head 3.5 ms for 1 row,
+8.4 ms for 5; all decoder GEMMs, weights from memory, 16.8 ms for 1 row, 30.3 ms for 5), while
+oneDNN's GEMM on a weight packed once into its blocked layout nearly does (lm_head 4.7 ms, the
+decoder GEMMs 26.4 ms for 5 rows). A depth-4 chain's verify has 5 rows per request and a draft
+tree more, so speculative decoding on CPU paid much of its verify cost here
+(`benchmarks/bench_cpu_gemm.py`, `benchmarks/results/cpu-gemm-smollm2.json`). Only float32
+inputs of MIN_ROWS..MAX_ROWS rows take the route: at 1 and 2 rows BLAS is faster (all decoder
+GEMMs: 18.7 vs 24.7 ms at 2 rows), and prefill keeps SGLang's call too, so a server without
+speculation computes exactly what it did before. A row's result does not depend on how many
+rows share the call (checked in tests/test_cpu_gemm.py), so a verify computes each draft
+position as a 3-row or a 9-row call would.
 
 The packed copy is made on first use and kept beside the weight (one extra copy of each routed
 weight in memory); it is remade after an in-place update of the weight tensor and after any of
-SGLang's weight-update calls (which write through `.data`, invisible to version counters). The route uses torch's oneDNN
-ops `mkldnn._reorder_linear_weight` and `mkldnn._linear_pointwise` (what inductor's CPU
-freezing uses); where torch lacks them the route stays off and says why.
+SGLang's weight-update calls (which write through `.data`, invisible to version counters). The
+route uses torch's oneDNN ops `mkldnn._reorder_linear_weight` and `mkldnn._linear_pointwise`
+(what inductor's CPU freezing uses); where torch lacks them the route stays off and says why.
 Off with SGLANG_EDSD_CPU_GEMM=0.
 """
 
@@ -31,6 +33,7 @@ from sglang_edsd import envs
 
 logger = logging.getLogger(__name__)
 
+MIN_ROWS = 3  # BLAS's one- and two-row kernels beat the packed GEMM
 MAX_ROWS = 64  # verify and draft-tree sizes; prefill-sized inputs stay on F.linear
 LINEAR_TARGET = "sglang.srt.layers.quantization.unquant.UnquantizedLinearMethod.apply"
 LINEAR_ANCHOR = "return F.linear(x, layer.weight, bias)"
@@ -61,7 +64,7 @@ def missing_onednn_ops() -> list[str]:
 
 
 def takes_route(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """True for CPU float32 activations of 2..MAX_ROWS rows against a plain CPU float32 weight.
+    """True for CPU float32 activations of MIN_ROWS..MAX_ROWS rows against a plain CPU float32 weight.
 
     Called on every linear layer of every forward, so the cheap row test comes first.
     """
@@ -69,7 +72,7 @@ def takes_route(x: torch.Tensor, weight: torch.Tensor) -> bool:
         return False
     rows = x.numel() // x.shape[-1]
     return (
-        2 <= rows <= MAX_ROWS
+        MIN_ROWS <= rows <= MAX_ROWS
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and x.device.type == "cpu"
