@@ -2,13 +2,14 @@
 
 Configurations: `hf` (transformers `generate`, in this process, same dtype and thread count as
 the servers), `none` (SGLang without speculation), EDSD chains (`edsd-cN`, the shipped draft at
-depth N) and `edsd-adaptive` (SGLang's `--speculative-adaptive` depth, default candidates). Every SGLang server is up at once (`--sleep-on-idle`, so an idle one costs
-nothing) and each prompt goes to every configuration in an order that rotates with the prompt
-and the round, so drift in the machine's speed falls on all of them alike. Speedups are the
-median over (prompt, round) pairs of the tokens/s ratio, with a 95% bootstrap interval
-(`harness.paired_ratio`). Greedy EDSD output must equal SGLang's own without speculation
-(float32): the JSON counts mismatches. `hf` output is compared too, for information only (its
-kernels differ, so a float32 near-tie may flip).
+depth N) and `edsd-adaptive` (SGLang's `--speculative-adaptive` depth, default candidates).
+Every SGLang server is up at once (`--sleep-on-idle`, so an idle one costs nothing) and each
+prompt goes to every configuration in an order that rotates with the prompt and the round, so
+drift in the machine's speed falls on all of them alike. Speedups are the median over (prompt,
+round) pairs of the tokens/s ratio, with a 95% bootstrap interval (`harness.paired_ratio`).
+Greedy EDSD output must equal SGLang's own without speculation (float32): the JSON counts
+mismatches. `hf` output is compared too, for information only (its kernels differ, so a float32
+near-tie may flip).
 
 `--phase-times` instead profiles each SGLang configuration alone (SGLANG_EDSD_PHASE_TIMES,
 serving/phase_times.py): where a plain step and a round spend their time, as JSON, markdown
