@@ -104,8 +104,9 @@ class _Plan:
     The keys are the cache rows `cache_slots`, followed, when the new tokens' K/V are passed
     separately, by those rows; `key_rows` orders that concatenation so request b's keys sit at
     rows [b * keys, (b + 1) * keys) (None: it is already in that order). Queries of request b sit
-    at rows [b * queries, (b + 1) * queries); `query_rows` picks them out of the ragged input and
-    `valid` marks the ones that exist (None: all, in input order).
+    at rows [b * queries, (b + 1) * queries); `query_rows` picks them out of the ragged input,
+    and the plan rows `kept` (the queries that exist) go back to input rows `out_rows` (all
+    three None: the plan's rows are the input's).
     `mask` [B, 1, group * queries, keys] (0 / -inf, added to the scores) hides keys (None: all
     visible); `hidden_rows` says whether some existing query sees no key at all (its output
     must be 0, not SDPA's NaN).
@@ -118,7 +119,8 @@ class _Plan:
     cache_slots: torch.Tensor
     key_rows: torch.Tensor | None
     query_rows: torch.Tensor | None
-    valid: torch.Tensor | None
+    kept: torch.Tensor | None
+    out_rows: torch.Tensor | None
     mask: torch.Tensor | None
     hidden_rows: bool
 
@@ -190,7 +192,7 @@ def _decode_plan(
     mask = None
     if not bool(visible.all()):
         mask = _additive(visible[:, None, None, :].expand(batch, 1, group, keys))
-    plan = _Plan(batch, 1, keys, group, slots.flatten(), None, None, None, mask, bool((lens == 0).any()))
+    plan = _Plan(batch, 1, keys, group, slots.flatten(), None, None, None, None, mask, bool((lens == 0).any()))
     return _DECODE_PLANS.put(tensors, params, plan)
 
 
@@ -221,6 +223,7 @@ def _extend_plan(
     q_pos = torch.arange(queries)[None, :]
     in_seq = k_pos < lens[:, None]  # (B, keys)
     table = req_to_token[req_pool_indices.long(), :keys].long()
+    dense = batch == 1 and int(starts[0]) == 0 and int(n[0]) == rows  # the input rows are the plan's
     key_rows = None
     if new_kv_given:  # cached prefixes, request after request, then the new tokens' rows
         cached = k_pos < prefix[:, None]
@@ -228,7 +231,7 @@ def _extend_plan(
         first = torch.cumsum(prefix, 0) - prefix
         new_row = cache_slots.numel() + starts[:, None] + k_pos - prefix[:, None]
         key_rows = torch.where(cached, first[:, None] + k_pos, new_row).masked_fill(~in_seq, 0).flatten()
-        if batch == 1 and int(starts[0]) == 0 and int(n[0]) == rows:
+        if dense:
             key_rows = None  # prefix then every new row: already in order
     else:
         cache_slots = table.masked_fill(~in_seq, 0).flatten()
@@ -250,8 +253,8 @@ def _extend_plan(
     elif is_causal:
         allowed = allowed & (k_pos[:, None, :] <= prefix[:, None, None] + q_pos[:, :, None])
     valid = q_pos < n[:, None]  # (B, queries)
-    query_rows = (starts[:, None] + q_pos).masked_fill(~valid, 0)
-    dense = batch == 1 and int(starts[0]) == 0 and int(n[0]) == rows  # the input rows are the plan's
+    query_rows = (starts[:, None] + q_pos).masked_fill(~valid, 0).flatten()
+    kept = valid.flatten().nonzero().flatten()
     mask = None
     if not bool(allowed[valid].all()):
         mask = _additive(allowed[:, None].expand(batch, group, queries, keys).reshape(batch, 1, group * queries, keys))
@@ -263,8 +266,9 @@ def _extend_plan(
         group,
         cache_slots,
         key_rows,
-        None if dense else query_rows.flatten(),
-        None if dense else valid.flatten(),
+        None if dense else query_rows,
+        None if dense else kept,
+        None if dense else query_rows[kept],
         mask,
         hidden_rows,
     )
@@ -447,7 +451,7 @@ def extend_attention_cpu(
         if plan.query_rows is None:
             o_extend.copy_(out.view(o_extend.shape))
         else:
-            o_extend[plan.query_rows[plan.valid]] = out[plan.valid].to(o_extend.dtype)
+            o_extend.index_copy_(0, plan.out_rows, out.index_select(0, plan.kept).to(o_extend.dtype))
         return
     reqs, lens = req_pool_indices.tolist(), seq_lens.tolist()
     extend_lens, starts = extend_seq_lens.tolist(), extend_start_loc.tolist()

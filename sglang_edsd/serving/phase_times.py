@@ -11,9 +11,9 @@ call; compare configurations with the same setting.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
+import pkgutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -80,17 +80,12 @@ class PhaseClock:
 
 
 def _resolves(target: str) -> bool:
-    """True when `module.path.Class.method` names an attribute of an importable module."""
-    parts = target.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        try:
-            obj: Any = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        for name in parts[cut:]:
-            obj = getattr(obj, name, None)
-        return obj is not None
-    return False
+    """True when `target` names an existing attribute, resolved as HookRegistry resolves it."""
+    owner, attr = target.rsplit(".", 1)
+    try:
+        return hasattr(pkgutil.resolve_name(owner), attr)
+    except (ImportError, AttributeError):
+        return False
 
 
 def register_hooks() -> bool:
