@@ -409,3 +409,25 @@ def test_cost_model_fits_profiled_chains_and_predicts_their_speed():
     with pytest.raises(SystemExit, match="at least two chain depths"):
         one_chain = {k: v for k, v in phases["windows"].items() if k != "edsd-c4"}
         cost_model.chain_parts({"windows": one_chain})
+
+
+def test_edtrain_scale_tiny_mode_trains_both_recipes_on_the_same_tokens(tmp_path: Path):
+    """The scale benchmark's CPU mode: a random-weight target from a config, both recipes online
+    on the same data, every time split present and consistent, the report files written."""
+    import bench_edtrain_scale
+
+    out = tmp_path / "scale.json"
+    argv = ["--shape", "tiny", "--device", "cpu", "--work", str(tmp_path / "work"), "--out", str(out)]
+    assert bench_edtrain_scale.main(argv) == 0
+    result = json.loads(out.read_text())
+    runs = {r["recipe"]: r for r in result["recipes"]}
+    assert set(runs) == {"eagle3", "edsd"} and runs["eagle3"]["tokens"] == runs["edsd"]["tokens"] >= 3000
+    assert runs["edsd"]["layer_ids"] == [1, 3] and runs["eagle3"]["layer_ids"] == [1, 3, 4]
+    for r in runs.values():
+        assert 0 < r["target_forward_seconds"] < r["loop_seconds"] <= r["loop_wall_seconds"] < r["wall_seconds"]
+        assert 0 < r["target_forward_share"] < 1 and r["checkpoints"] >= 1
+        assert sum(p["tokens"] for p in r["phases"]) == r["tokens"]
+    assert [p["num_steps"] for p in runs["edsd"]["phases"]] == [1, 1, 2, 3, 4, 5, 6, 7]
+    assert {p["num_steps"] for p in runs["eagle3"]["phases"]} == {7}
+    assert result["edsd_over_eagle3_loop"] == round(runs["edsd"]["loop_seconds"] / runs["eagle3"]["loop_seconds"], 3)
+    assert out.with_suffix(".md").exists() and out.with_suffix(".png").stat().st_size > 0

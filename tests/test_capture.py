@@ -156,6 +156,29 @@ def test_features_match_transformers(setup, tie, tmp_path):
         assert s["entropy"].dtype == torch.float32 and s["target_top1"].dtype == torch.int64
 
 
+def test_packed_forward_features_equal_per_sample_ones(setup):
+    """Online EDTrain's one forward per micro-batch (samples packed into one row, attention per
+    sample) gives each sample the features of its own forward: positions restart, no sample
+    attends to another (a leak would move every feature after the first sample far off)."""
+    from sglang_edsd.capture.packed import packed_target_features, use_packed_attention
+
+    model = writer.load_target_model(setup["target"], "cpu", "float32").eval()
+    lines = [json.loads(x)["input_ids"][:MAX_LEN] for x in setup["tokens"].read_text().splitlines()]
+    alone = [writer.run_target(model, ids, [0, 2], torch.float32) for ids in lines]
+    use_packed_attention(model)
+    packed = packed_target_features(model, [torch.tensor(ids) for ids in lines], [0, 2], torch.float32)
+    assert [f["entropy"].shape[0] for f in packed] == [len(ids) for ids in lines]
+    for one, many in zip(alone, packed):
+        assert one.keys() == many.keys()
+        assert torch.equal(one["target_top1"], many["target_top1"])
+        for key in one.keys() - {"target_top1"}:
+            torch.testing.assert_close(many[key], one[key], rtol=1e-5, atol=1e-5)
+    reversed_order = packed_target_features(model, [torch.tensor(ids) for ids in lines[::-1]], [2], torch.float32)
+    torch.testing.assert_close(reversed_order[-1]["hidden.2"], alone[0]["hidden.2"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(CaptureError, match="one or more non-empty samples"):
+        packed_target_features(model, [], [2], torch.float32)
+
+
 def test_bfloat16_storage(setup, tmp_path):
     _run(setup["target"], setup["tokens"], tmp_path, dtype="bfloat16", limit=2, layer_ids=[1])
     s, ref = CaptureReader(tmp_path)[1], CaptureReader(setup["full"])[1]

@@ -434,3 +434,37 @@ def test_lr_schedule_is_a_pure_function_of_tokens() -> None:
         _cfg(token_budget=100, skip_tokens=100)
     with pytest.raises(TrainConfigError, match="init_layer"):
         _cfg(init_layer=2, init_draft="x")
+
+
+def test_checkpoint_writer_writes_the_state_at_save_time_in_the_background(tmp_path, monkeypatch) -> None:
+    """The loop only waits for a host copy: what lands on disk is the state when `save` was
+    called, even though the loop goes on changing its tensors and stats; a failed write is
+    raised, naming the file, at the next `save` or `wait`."""
+    from sglang_edsd.edtrain import checkpoint
+
+    weights, stats = torch.zeros(4), {"loss_sum": [1.0]}
+    writer = checkpoint.CheckpointWriter(tmp_path)
+    writer.save({"model": {"w": weights}, "stats": stats})
+    weights += 1  # the loop's next optimizer step
+    stats["loss_sum"][0] = 9.0
+    writer.wait()
+    state = load_checkpoint(tmp_path)
+    assert torch.equal(state["model"]["w"], torch.zeros(4)) and state["stats"] == {"loss_sum": [1.0]}
+    assert writer.count == 1 and writer.blocking_seconds > 0
+
+    def disk_full(path, state):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", disk_full)
+    writer.save({"model": {"w": weights}})
+    with pytest.raises(checkpoint.CheckpointWriteError, match=r"checkpoint\.pt failed: No space left"):
+        writer.wait()
+
+
+def test_run_summary_splits_wall_time(tiny_capture, tmp_path) -> None:
+    """Where a run's time goes: the loop (of which the sample source), checkpoints, the rest."""
+    out = train(_cfg(batch_tokens=100), _online(tiny_capture), tmp_path, progress=False, export=False)
+    assert out["checkpoints"] >= 3  # every phase end (and every 2 steps)
+    assert 0 < out["source_seconds"] < out["train_seconds"] < out["wall_seconds"]
+    assert 0 < out["checkpoint_seconds"] < out["wall_seconds"]
+    assert all(0 < h["source_seconds"] < h["seconds"] for h in out["history"])

@@ -89,6 +89,10 @@ class CaptureReader:
         i, rows = self._rows(i)
         return {"id": self.sample_ids[i], "input_ids": rows("input_ids").long(), "loss_mask": rows("loss_mask").bool()}
 
+    def samples(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """Several samples, one at a time (the trainer's micro-batch read)."""
+        return [self[i] for i in indices]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         i, rows = self._rows(i)
         return {

@@ -121,16 +121,15 @@ def _hooks(model: torch.nn.Module, layer_ids: Sequence[int], storage: torch.dtyp
             h.remove()
 
 
-def run_target(
-    model: torch.nn.Module, input_ids: list[int], layer_ids: Sequence[int], storage: torch.dtype
+def target_features(
+    model: torch.nn.Module, input_ids: torch.Tensor, layer_ids: Sequence[int], storage: torch.dtype, **forward: Any
 ) -> dict[str, torch.Tensor]:
-    """One sample's features on the CPU: hidden.<id>, final_hidden, entropy, target_top1."""
-    device = next(model.parameters()).device
+    """Features of one row of token ids (1-D, on the model's device), left on that device:
+    hidden.<id>, final_hidden, entropy, target_top1. `forward` goes to the decoder's forward
+    (the packed path's positions and segments, `capture.packed`)."""
     lm_head = model.get_output_embeddings()
     with torch.inference_mode(), _hooks(model, layer_ids, storage) as got:
-        normed = model.get_decoder()(
-            input_ids=torch.tensor([input_ids], device=device), use_cache=False
-        ).last_hidden_state[0]
+        normed = model.get_decoder()(input_ids=input_ids[None], use_cache=False, **forward).last_hidden_state[0]
         entropy, top1 = [], []
         for s in range(0, normed.shape[0], ENTROPY_CHUNK):
             logits = lm_head(normed[s : s + ENTROPY_CHUNK]).float()
@@ -139,7 +138,16 @@ def run_target(
             top1.append(logits.argmax(-1))
         got["entropy"] = torch.cat(entropy)
         got["target_top1"] = torch.cat(top1).to(torch.int32)
-        return {k: v.cpu() for k, v in got.items()}
+        return dict(got)
+
+
+def run_target(
+    model: torch.nn.Module, input_ids: list[int], layer_ids: Sequence[int], storage: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """One sample's features on the CPU: hidden.<id>, final_hidden, entropy, target_top1."""
+    device = next(model.parameters()).device
+    feats = target_features(model, torch.tensor(input_ids, device=device), layer_ids, storage)
+    return {k: v.cpu() for k, v in feats.items()}
 
 
 def _write_shard(out_dir: Path, index: int, samples: list[tuple[str, list[int], list[int], dict]]) -> dict:

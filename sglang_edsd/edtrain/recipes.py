@@ -65,7 +65,7 @@ class TrainConfig:
     init_draft: str = _f("", "warm start: every weight and the vocabulary from this exported draft folder")
     skip_tokens: int = _f(0, "start at this many tokens into the data stream (continue a warm-started run)")
     seed: int = _f(0, "seed of the init and the data order")
-    checkpoint_every: int = _f(200, "optimizer steps between mid-phase checkpoints (0: phase ends only)")
+    checkpoint_every: int = _f(200, "optimizer steps between checkpoints, plus one at the end (0: at phase ends)")
     extra: dict[str, Any] = _f(dict, "free-form notes kept with the run", cli=False)
 
     def validate(self) -> None:

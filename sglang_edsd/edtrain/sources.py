@@ -11,7 +11,7 @@ serves both and their losses are equal on equal features.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,8 +19,9 @@ from typing import Any, Protocol
 import torch
 
 from sglang_edsd.capture.layout import CaptureError, check_layer_ids
+from sglang_edsd.capture.packed import packed_target_features, use_packed_attention
 from sglang_edsd.capture.reader import CaptureReader
-from sglang_edsd.capture.writer import load_target_model, run_target
+from sglang_edsd.capture.writer import load_target_model
 from sglang_edsd.data.chat import read_token_dataset
 from sglang_edsd.draft_config import TargetInfo
 from sglang_edsd.edtrain.recipes import PRECISIONS, TrainConfigError
@@ -35,15 +36,20 @@ class SampleSource(Protocol):
 
     def __len__(self) -> int: ...
     def __getitem__(self, i: int) -> dict[str, Any]: ...
+    def samples(self, indices: Sequence[int]) -> list[dict[str, Any]]: ...
     def tokens(self, i: int) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
 class OnlineData:
-    """Train online: `tokens` (a `sglang-edsd prepare` JSONL) run through the target at `target`."""
+    """Train online: `tokens` (a `sglang-edsd prepare` JSONL) run through the target at `target`.
+
+    `model`: that target already built (on the training device, in the run's precision)
+    instead of loaded from `target`; the scale benchmark builds one with random weights."""
 
     tokens: Path
     target: Path
+    model: torch.nn.Module | None = field(default=None, compare=False, repr=False)
 
 
 @cache
@@ -68,7 +74,8 @@ def resolve_precision(precision: str, device: str) -> str:
 
 
 class OnlineSource:
-    """Token samples whose target features are computed when the trainer asks for them."""
+    """Token samples whose target features are computed when the trainer asks for them: one
+    target forward per packed micro-batch (`capture.packed`), features left on the device."""
 
     def __init__(
         self,
@@ -101,7 +108,10 @@ class OnlineSource:
             raise CaptureError(f"{data.tokens}: no samples")
         self.lengths = [int(t.shape[0]) for t in self._ids]
         dtype = "bfloat16" if precision == "bf16" else "float32"
-        self.model = model if model is not None else load_target_model(self.target_path, device, dtype)
+        if model is None:
+            model = data.model if data.model is not None else load_target_model(self.target_path, device, dtype)
+        use_packed_attention(model)
+        self.model = model
         self.storage = getattr(torch, dtype)
 
     def __len__(self) -> int:
@@ -111,14 +121,21 @@ class OnlineSource:
         return {"id": self.sample_ids[i], "input_ids": self._ids[i].long(), "loss_mask": self._masks[i]}
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        feats = run_target(self.model, self._ids[i].tolist(), self.layer_ids, self.storage)
-        return {
-            **self.tokens(i),
-            "entropy": feats["entropy"],
-            "target_top1": feats["target_top1"].long(),
-            "final_hidden": feats["final_hidden"],
-            "hidden": {j: feats[f"hidden.{j}"] for j in self.layer_ids},
-        }
+        return self.samples([i])[0]
+
+    def samples(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """Samples `indices` with their features, from one target forward over all of them."""
+        feats = packed_target_features(self.model, [self._ids[i] for i in indices], self.layer_ids, self.storage)
+        return [
+            {
+                **self.tokens(i),
+                "entropy": f["entropy"],
+                "target_top1": f["target_top1"].long(),
+                "final_hidden": f["final_hidden"],
+                "hidden": {j: f[f"hidden.{j}"] for j in self.layer_ids},
+            }
+            for i, f in zip(indices, feats)
+        ]
 
 
 def open_source(

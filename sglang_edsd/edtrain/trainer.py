@@ -6,7 +6,8 @@ sample (Eq. 5) and the training-time-test horizon is n_t (Eq. 6); the `eagle3` r
 ablations switch either off. A phase is a data epoch, or, in a run sized in tokens
 (`token_budget`), budget/T tokens of a stream of seeded epochs. Micro-batches pack samples up
 to `batch_tokens`; AdamW on fp32 master weights, optional bf16 autocast, gradient clipping, a
-checkpoint every `checkpoint_every` optimizer steps and at every phase end, and an optional
+checkpoint every `checkpoint_every` optimizer steps (0: at every phase end) and at the end,
+written in the background (`checkpoint.CheckpointWriter`), and an optional
 held-out evaluation every `eval_every` tokens (the data-scaling curve). Runs alone or under
 `torchrun` (DDP; gloo on CPU, NCCL on GPU). No sglang import: this runs on any torch machine.
 """
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from sglang_edsd.draft_config import EDSDDraftConfig, TargetInfo
 from sglang_edsd.draft_io import eagle3_layer_ids, parse_expansion
-from sglang_edsd.edtrain.checkpoint import load_checkpoint, save_checkpoint
+from sglang_edsd.edtrain.checkpoint import CheckpointWriter, host_copy, load_checkpoint
 from sglang_edsd.edtrain.export import export_draft, read_draft
 from sglang_edsd.edtrain.model import EDSDTrainDraft
 from sglang_edsd.edtrain.objective import Labels, make_labels, unroll_loss
@@ -94,6 +95,7 @@ def new_stats(steps: int) -> dict[str, Any]:
         "samples": 0,
         "tokens": 0,
         "seconds": 0.0,
+        "source_seconds": 0.0,
         "loss_sum": [0.0] * steps,
         "trained": [0] * steps,
         "correct": [0] * steps,
@@ -119,7 +121,12 @@ def _reduce_stats(stats: dict[str, Any], world: int) -> dict[str, Any]:
     )
     dist.all_reduce(flat)
     n = len(stats["loss_sum"])
-    out = {"samples": int(flat[0]), "tokens": int(flat[1]), "seconds": stats["seconds"]}
+    out = {
+        "samples": int(flat[0]),
+        "tokens": int(flat[1]),
+        "seconds": stats["seconds"],
+        "source_seconds": stats["source_seconds"],
+    }
     for i, k in enumerate(keys):
         out[k] = flat[2 + i * n : 2 + (i + 1) * n].tolist()
     return out
@@ -137,6 +144,7 @@ def _phase_record(
         "tokens": stats["tokens"],
         "tokens_seen": tokens_seen,
         "seconds": round(stats["seconds"], 2),
+        "source_seconds": round(stats["source_seconds"], 2),
         "tokens_per_s": round(stats["tokens"] / max(stats["seconds"], 1e-9), 1),
         "loss": sum(step_weight**k * v for k, v in enumerate(step_loss)),
         "loss_per_step": step_loss,
@@ -253,6 +261,7 @@ def train(
     or `OnlineData`) is scored at the start, every `eval_every` tokens and at the end, into
     `evals.jsonl` and `heldout.png`.
     """
+    started = time.perf_counter()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     rank, world = _setup_distributed(device)
     out = Path(out_dir)
@@ -303,6 +312,8 @@ def train(
         opt.load_state_dict(state["optimizer"])
         epoch, pos, history, stats = state["epoch"], state["position"], state["history"], state["stats"]
         tokens_seen, evals = state.get("tokens_seen", 0), state.get("evals", [])
+        if stats is not None:
+            stats.setdefault("source_seconds", 0.0)  # checkpoints written before it was timed
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     lengths = [min(n, cfg.max_length) for n in source.lengths]
     heldout_samples = _heldout_samples(heldout, cfg, device, source) if heldout is not None and rank == 0 else None
@@ -313,10 +324,11 @@ def train(
     def finished(e: int, seen: int) -> bool:
         return seen >= cfg.token_budget if cfg.token_budget else e >= cfg.epochs
 
+    writer = CheckpointWriter(out)
+
     def snapshot() -> None:
         if rank == 0:
-            save_checkpoint(
-                out,
+            writer.save(
                 {
                     "config": cfg.to_dict(),
                     "draft_config": dcfg.to_hf_dict(),
@@ -328,7 +340,7 @@ def train(
                     "stats": stats,
                     "history": history,
                     "evals": evals,
-                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "model": model.state_dict(),
                     "optimizer": opt.state_dict(),
                 },
             )
@@ -351,6 +363,7 @@ def train(
     if not evals:
         evaluate_heldout()
     total = cfg.token_budget or cfg.epochs * sum(lengths)
+    loop_started = time.perf_counter()
     bar = tqdm(total=total, initial=min(tokens_seen, total), unit="tok", disable=not progress or rank != 0)
     steps_done = 0
     while not finished(epoch, tokens_seen):
@@ -363,10 +376,12 @@ def train(
         mine = group[rank::world]
         t0 = time.perf_counter()
         for j, batch in enumerate(mine):
+            fetch = time.perf_counter()
+            samples = source.samples(batch)
+            _sync(device)
+            stats["source_seconds"] += time.perf_counter() - fetch
             with nullcontext() if j == len(mine) - 1 or world == 1 else ddp.no_sync():
-                loss, step_stats = batch_loss(
-                    ddp, [source[i] for i in batch], cfg, sup, p_t, n_t, device, cfg.precision
-                )
+                loss, step_stats = batch_loss(ddp, samples, cfg, sup, p_t, n_t, device, cfg.precision)
                 (loss / (len(batch) * len(mine))).backward()
             add_step_stats(stats, step_stats)
             stats["samples"] += len(batch)
@@ -398,15 +413,20 @@ def train(
                 )
         if eval_every and tokens_seen // eval_every != (tokens_seen - step_tokens) // eval_every:
             evaluate_heldout()
-        if stats is None or (cfg.checkpoint_every and steps_done % cfg.checkpoint_every == 0):
+        if (cfg.checkpoint_every and steps_done % cfg.checkpoint_every == 0) or (
+            stats is None and not cfg.checkpoint_every
+        ):
             snapshot()
         if stop_after_steps is not None and steps_done >= stop_after_steps and not finished(epoch, tokens_seen):
             snapshot()
+            writer.wait()
             bar.close()
             return {"stopped": True, "epoch": epoch, "position": pos, "tokens_seen": tokens_seen, "run_dir": str(out)}
     bar.close()
+    loop_wall = time.perf_counter() - loop_started
     evaluate_heldout()
     snapshot()
+    writer.wait()
     summary = {
         "stopped": False,
         "run_dir": str(out),
@@ -414,6 +434,12 @@ def train(
         "config": cfg.to_dict(),
         "tokens_seen": tokens_seen,
         "train_seconds": round(sum(h["seconds"] for h in history), 2),
+        "source_seconds": round(sum(h.get("source_seconds", 0.0) for h in history), 2),
+        "checkpoints": writer.count,
+        "checkpoint_seconds": round(writer.blocking_seconds, 2),
+        "setup_seconds": round(loop_started - started, 2),
+        "loop_wall_seconds": round(loop_wall, 2),
+        "wall_seconds": round(time.perf_counter() - started, 2),
     }
     if evals:
         summary["heldout"] = evals[-1]
@@ -443,7 +469,13 @@ def _heldout_samples(
         needed_by="the held-out evaluation",
         share_with=source,
     )
-    return [held[i] for i in tqdm(range(len(held)), desc="held-out features", unit="sample", leave=False)]
+    return [host_copy(held[i]) for i in tqdm(range(len(held)), desc="held-out features", unit="sample", leave=False)]
+
+
+def _sync(device: str) -> None:
+    """Wait for queued device work, so a phase's timer holds its own kernels (CUDA only)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _skip(cfg: TrainConfig, lengths: list[int], world: int, per_step: int) -> tuple[int, int, int, list]:
