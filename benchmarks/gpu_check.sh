@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks that need no SGLang server, in one run on one H100/H200 (docs/gpu.md says
 # which claims they cover and which stay unmeasured). Under 10 minutes by construction: the
-# step limits add up to 570 s; a failed or timed-out step does not stop the others.
+# step limits add up to 585 s; a failed or timed-out step does not stop the others.
 #
 #   bash benchmarks/gpu_check.sh OUT            # on the GPU machine
 #   bash benchmarks/gpu_check.sh --dry-run OUT  # anywhere: same steps on CPU, tiny sizes
@@ -9,9 +9,9 @@
 # Needs python with torch, triton, transformers (safetensors, tqdm come with it) and pytest;
 # not SGLang, sgl-kernel, a network or a model download. The repo is used in place
 # (PYTHONPATH), nothing is installed. $PYTHON picks the interpreter (default: python3).
-# Writes under OUT: gpu_check.log (everything), env.json, pytest.xml, kernels/*.json (one per
-# microbenchmark run), edtrain-step.json, summary.json (per step: rc, seconds); exits 1 if
-# any step failed.
+# Writes under OUT: gpu_check.log (everything), env.json (GPU_CHECK_COMMIT names the commit),
+# pytest.xml, kernels/*.json (one per microbenchmark run), edtrain-scale.{json,md,png},
+# edtrain-step.json, summary.json (per step: rc, seconds); exits 1 if any step failed.
 set -uo pipefail
 
 usage() { echo "usage: bash benchmarks/gpu_check.sh [--dry-run] OUT_DIR" >&2; exit 2; }
@@ -48,10 +48,10 @@ if [[ $DRY == 0 ]] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is
     exit 2
 fi
 
-step env 30 "$PY" - "$OUT/env.json" "$DRY" <<'EOF'
-import importlib.util, json, platform, subprocess, sys
+step env 20 "$PY" - "$OUT/env.json" "$DRY" <<'EOF'
+import importlib.util, json, os, platform, subprocess, sys
 import torch, transformers, triton
-info = {"dry_run": sys.argv[2] == "1", "python": platform.python_version(), "torch": torch.__version__,
+info = {"dry_run": sys.argv[2] == "1", "commit": os.environ.get("GPU_CHECK_COMMIT", "unknown"), "python": platform.python_version(), "torch": torch.__version__,
         "cuda": torch.version.cuda, "triton": triton.__version__, "transformers": transformers.__version__,
         "sglang_importable": importlib.util.find_spec("sglang") is not None,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}
@@ -69,11 +69,23 @@ EOF
 # grad mode). The dry run leaves out the interpreter cases, which the default suite runs.
 TESTS=(tests/test_edfuse_kernels.py tests/test_edfuse_streams.py)
 if [[ $DRY == 1 ]]; then
-    step tests 170 "$PY" -m pytest "${TESTS[@]}" -q -rs -p no:cacheprovider --junitxml "$OUT/pytest.xml" \
+    step tests 120 "$PY" -m pytest "${TESTS[@]}" -q -rs -p no:cacheprovider --junitxml "$OUT/pytest.xml" \
         -k "not kernel_under_interpreter and not microbenchmark"
 else
-    step tests 170 "$PY" -m pytest "${TESTS[@]}" -q -rs -p no:cacheprovider --junitxml "$OUT/pytest.xml"
+    step tests 120 "$PY" -m pytest "${TESTS[@]}" -q -rs -p no:cacheprovider --junitxml "$OUT/pytest.xml"
 fi
+
+# Online EDTrain at Llama-3.1-8B shape (random weights built on the device, random tokens):
+# EDSD against EAGLE-3 on the same data, the target once per packed micro-batch. Writes its
+# JSON/markdown/PNG after each recipe, so a timeout keeps the finished one.
+if [[ $DRY == 1 ]]; then
+    step edtrain-scale 60 "$PY" benchmarks/bench_edtrain_scale.py --shape tiny --device cpu \
+        --work "$OUT/.scale-work" --out "$OUT/edtrain-scale.json"
+else
+    step edtrain-scale 130 "$PY" benchmarks/bench_edtrain_scale.py --shape llama3-8b --device cuda \
+        --token-budget 100000 --work "$OUT/.scale-work" --out "$OUT/edtrain-scale.json"
+fi
+rm -rf "$OUT/.scale-work"
 
 # Kernel sweep + side-stream A/B at Llama-3-8B (d=4096, E=14336) and 70B (d=8192, E=28672)
 # widths, bf16, CUDA graphs on and off (the dry run: the interpreter smoke, no graphs).
@@ -84,15 +96,20 @@ for shape in 8b:4096,14336 70b:8192,28672; do
         step "kernels-${shape%%:*}" 75 "$PY" "${BENCH[@]}" --stream-shape "${shape#*:}" --interpret-smoke
         continue
     fi
-    step "kernels-${shape%%:*}-nograph" 75 "$PY" "${BENCH[@]}" --stream-shape "${shape#*:}"
-    step "kernels-${shape%%:*}-graph" 75 "$PY" "${BENCH[@]}" --stream-shape "${shape#*:}" --cuda-graph
+    step "kernels-${shape%%:*}-nograph" 60 "$PY" "${BENCH[@]}" --stream-shape "${shape#*:}"
+    step "kernels-${shape%%:*}-graph" 60 "$PY" "${BENCH[@]}" --stream-shape "${shape#*:}" --cuda-graph
 done
+# LayerNorm launch configs at >= 64 MB under CUDA graphs (the default is set from this table).
+if [[ $DRY == 0 ]]; then
+    step kernels-layernorm-configs 45 "$PY" benchmarks/bench_edfuse_kernels.py --dtype bf16 \
+        --parts layernorm-configs --cuda-graph --ln-rows 4096,8192 --ln-hidden 4096,8192 --out-dir "$OUT/kernels"
+fi
 
 if [[ $DRY == 1 ]]; then
-    step edtrain-step 70 "$PY" benchmarks/gpu_edtrain_step.py --device cpu --steps 2 --seq-len 64 \
+    step edtrain-step 30 "$PY" benchmarks/gpu_edtrain_step.py --device cpu --steps 2 --seq-len 64 \
         --out "$OUT/edtrain-step.json"
 else
-    step edtrain-step 70 "$PY" benchmarks/gpu_edtrain_step.py --device cuda --steps 30 --seq-len 2048 \
+    step edtrain-step 30 "$PY" benchmarks/gpu_edtrain_step.py --device cuda --steps 30 --seq-len 2048 \
         --out "$OUT/edtrain-step.json"
 fi
 

@@ -59,19 +59,27 @@ def _randn(
 
 
 def check_layernorm(
-    case_id: str, shape: tuple[int, ...], dtype: str, device: str, shift: float = 0.0, out_mode: str = "poisoned"
+    case_id: str,
+    shape: tuple[int, ...],
+    dtype: str,
+    device: str,
+    shift: float = 0.0,
+    out_mode: str = "poisoned",
+    config: str = "current",
 ) -> None:
-    """out_mode: 'poisoned' (NaN-filled out=), 'alloc' (wrapper allocates), 'inplace' (out=x)."""
+    """out_mode: 'poisoned' (NaN-filled out=), 'alloc' (wrapper allocates), 'inplace' (out=x);
+    config: a name in kernels.LAYERNORM_CANDIDATES."""
     gen, dt, d = _gen(case_id), DTYPES[dtype], shape[-1]
     x = _randn(shape, gen, dt, device, scale=3.0, shift=shift)
     w = _randn((d,), gen, dt, device, scale=0.2, shift=1.0)
     b = _randn((d,), gen, dt, device, scale=0.5)
     ref = F.layer_norm(x.float(), (d,), w.float(), b.float(), eps=1e-5)
+    launch = kernels.LAYERNORM_CANDIDATES[config]
     if out_mode == "alloc":
-        got = kernels.layernorm(x, w, b, 1e-5)
+        got = kernels.layernorm(x, w, b, 1e-5, config=launch)
     else:
         out = x if out_mode == "inplace" else torch.full_like(x, float("nan"))
-        got = kernels.layernorm(x, w, b, 1e-5, out=out)
+        got = kernels.layernorm(x, w, b, 1e-5, out=out, config=launch)
         assert got is out
     assert got.dtype == dt and got.shape == x.shape
     rtol, atol = LN_TOL[dtype]
@@ -190,6 +198,13 @@ def _interpret_cases() -> dict[str, Callable[[], None]]:
             check_edfuse, rows=7, target_hidden=160, hidden=577, expansion=1000, dtype="bf16", token_layernorm=False
         ),
     }
+    # Every candidate launch config (bench_edfuse_kernels.py times them on a GPU): several rows
+    # a program with masked rows (5 of 8), several programs, evict-first loads.
+    for config in kernels.LAYERNORM_CANDIDATES:
+        for dtype, shape in (("bf16", (5, 577)), ("fp32", (9, 2048)), ("fp16", (3, 4096))):
+            extra[f"layernorm-config-{config}-{dtype}-{'x'.join(map(str, shape))}"] = partial(
+                check_layernorm, shape=shape, dtype=dtype, config=config
+            )
     cases.update({cid: partial(fn, case_id=cid, device="cpu") for cid, fn in extra.items()})
     cases.update({f"error-{name}": fn for name, fn in _error_cases("cpu").items()})
     return cases
@@ -268,7 +283,12 @@ def _warm_up(fn: Callable[[], object]) -> None:
 
 @requires_cuda
 def test_cuda_graph_capture_and_replay() -> None:
-    """With out= given, the wrappers neither allocate nor sync, so they capture and replay."""
+    """With out= given, the wrappers neither allocate nor sync, so they capture and replay.
+
+    The first graph a process registers makes the default CUDA generator allocate its graph
+    seed and offset tensors (two 512-byte blocks, 1 KiB, kept while any graph lives), inside
+    `torch.cuda.graph`'s entry; a trivial graph captured and kept alive first leaves the
+    measured capture only the wrappers' allocations."""
     dev, dt = "cuda", torch.bfloat16
     gen = _gen("graph")
     x, w, b = _randn((33, 4096), gen, dt, dev), _randn((4096,), gen, dt, dev), _randn((4096,), gen, dt, dev)
@@ -280,6 +300,9 @@ def test_cuda_graph_capture_and_replay() -> None:
         kernels.silu_mul(gate, up, out=sm_out)
 
     _warm_up(step)
+    primer, primer_buf = torch.cuda.CUDAGraph(), torch.zeros(1, device=dev)
+    with torch.cuda.graph(primer):
+        primer_buf.add_(1)
     graph, allocated = torch.cuda.CUDAGraph(), torch.cuda.memory_allocated()
     with torch.cuda.graph(graph):  # entering syncs on purpose, so the sync check goes inside
         torch.cuda.set_sync_debug_mode("error")
@@ -295,6 +318,7 @@ def test_cuda_graph_capture_and_replay() -> None:
         sm_out.fill_(float("nan"))
         graph.replay()
         torch.cuda.synchronize()
+        assert torch.cuda.memory_allocated() == allocated
         rtol, atol = LN_TOL["bf16"]
         torch.testing.assert_close(
             ln_out.float(), F.layer_norm(x.float(), (4096,), w.float(), b.float()), rtol=rtol, atol=atol
@@ -326,8 +350,9 @@ if __name__ == "__main__" and sys.argv[1:] == [CHILD_FLAG]:
 
 
 def test_microbenchmark_runs_end_to_end_on_cpu(tmp_path) -> None:
-    """The GPU microbenchmark's whole path (kernel sweep, side-stream A/B table, JSON) under the
-    interpreter, so a user's GPU run does not fail on the script itself. Timings mean nothing."""
+    """The GPU microbenchmark's whole path (kernel sweep, path table with the rule, LayerNorm
+    config sweep, JSON) under the interpreter, so a user's GPU run does not fail on the script
+    itself. Timings mean nothing."""
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "bench_edfuse_kernels.py")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(
@@ -344,6 +369,12 @@ def test_microbenchmark_runs_end_to_end_on_cpu(tmp_path) -> None:
     assert all("us" in r for r in report["results"])
     (streams,) = report["streams"]
     assert streams["rows"] == 3 and not streams["side_stream_available"]  # one stream on CPU
-    assert all(
-        streams[f"{k}_us"] > 0 for k in ("one_stream", "side_stream", "feature_stream_alone", "token_stream_alone")
-    )
+    assert set(streams["paths_us"]) == {"eager", "triton"} and all(v > 0 for v in streams["paths_us"].values())
+    assert streams["rule_path"] == "eager" and streams["rule_path_not_slower_than_eager"]  # the CPU runner's path
+    assert streams["rule_us"] > 0 and streams["feature_stream_alone_us"] > 0 and streams["token_stream_alone_us"] > 0
+    assert report["streams_summary"]["shapes"] == report["streams_summary"]["rule_path_not_slower_than_eager"] == 1
+    configs = report["layernorm_configs"]  # every candidate, checked against F.layer_norm, at 3 x 577
+    assert [r["config"] for r in configs] == list(kernels.LAYERNORM_CANDIDATES)
+    assert all(r["us"] > 0 and r["pct_same_size_copy"] > 0 for r in configs)
+    assert any("same_launch_as" in r for r in configs)  # BLOCK_M is capped by the rows: one launch timed once
+    assert report["layernorm_summary"]["winner"] in kernels.LAYERNORM_CANDIDATES

@@ -1,5 +1,5 @@
 """benchmarks/gpu_check.sh end to end in its CPU dry run, so the one GPU run it is prepared
-for does not fail on the script itself (about 30 s here)."""
+for does not fail on the script itself (about 60 s here)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def test_dry_run_writes_every_result(tmp_path: Path) -> None:
     assert summary["ok"] and [s["name"] for s in summary["steps"]] == [
         "env",
         "tests",
+        "edtrain-scale",
         "kernels-8b",
         "kernels-70b",
         "edtrain-step",
@@ -43,6 +44,9 @@ def test_dry_run_writes_every_result(tmp_path: Path) -> None:
     step = json.loads((out / "edtrain-step.json").read_text())
     assert step["steps"] == 2 and step["dtype"] == "bf16" and all(math.isfinite(v) for v in step["losses"])
     assert "=== edtrain-step: rc=0" in (out / "gpu_check.log").read_text()
+    scale = json.loads((out / "edtrain-scale.json").read_text())
+    assert scale["shape"] == "tiny" and [r["recipe"] for r in scale["recipes"]] == ["eagle3", "edsd"]
+    assert not (out / ".scale-work").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")

@@ -7,11 +7,15 @@ Importing this package imports Triton and fixes interpreted vs compiled mode
 from sglang_edsd.kernels.edfuse_triton import (
     INTERPRETED,
     KERNEL_DEVICE_TYPE,
+    LAYERNORM_CANDIDATES,
+    LAYERNORM_CONFIG,
     MAX_LAYERNORM_COLS,
     SUPPORTED_DTYPES,
+    LayerNormConfig,
     edfuse_join,
     edfuse_token_stream,
     fused_edfuse_forward,
+    launch_layernorm,
     layernorm,
     silu_mul,
 )
@@ -19,11 +23,15 @@ from sglang_edsd.kernels.edfuse_triton import (
 __all__ = [
     "INTERPRETED",
     "KERNEL_DEVICE_TYPE",
+    "LAYERNORM_CANDIDATES",
+    "LAYERNORM_CONFIG",
     "MAX_LAYERNORM_COLS",
     "SUPPORTED_DTYPES",
+    "LayerNormConfig",
     "edfuse_join",
     "edfuse_token_stream",
     "fused_edfuse_forward",
+    "launch_layernorm",
     "layernorm",
     "silu_mul",
 ]

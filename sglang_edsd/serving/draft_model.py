@@ -33,6 +33,7 @@ from sglang.srt.layers.vocab_parallel_embedding import (
     VocabParallelEmbedding,
 )
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch, PPProxyTensors
+from sglang.srt.model_executor.runner_utils.capture_mode import get_is_capture_mode
 from sglang.srt.model_loader.weight_utils import default_weight_loader
 from sglang.srt.models.llama_eagle3 import LlamaDecoderLayer as Eagle3DecoderLayer
 from sglang.srt.models.llama_eagle3 import LlamaForCausalLMEagle3
@@ -70,7 +71,9 @@ class EDSDModel(nn.Module):
         # Built here, under SGLang's device context and before any CUDA-graph capture.
         device = self.edfuse.gate.weight.device
         side = get_stream(STREAM_NAME) if device.type == "cuda" and side_stream_enabled() else None
-        self.edfuse_runner = EDFuseRunner(self.edfuse, device, side)
+        # SGLang's capture flag is on through its warm-ups and the capture itself, so both take
+        # the graph path (Triton's first launch must not happen inside a capture).
+        self.edfuse_runner = EDFuseRunner(self.edfuse, device, side, graph_mode=get_is_capture_mode)
         with layer_stack():
             self.layers = nn.ModuleList([Eagle3DecoderLayer(config, 0, quant_config, prefix)])
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
