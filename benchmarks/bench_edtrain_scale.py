@@ -29,6 +29,7 @@ import harness
 import torch
 from safetensors.torch import save_file
 
+from sglang_edsd.capture.packed import packed_target_features, use_packed_attention
 from sglang_edsd.edtrain import recipe
 from sglang_edsd.edtrain.sources import OnlineData
 from sglang_edsd.edtrain.trainer import train
@@ -82,6 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     p.add_argument("--out", type=Path, default=None, help="JSON result; .md and .png are written next to it")
+    p.add_argument("--report-only", type=Path, default=None, help="rewrite the .md and .png of this result JSON")
     return p.parse_args(argv)
 
 
@@ -122,6 +124,51 @@ def write_tokens(path: Path, shape: dict[str, Any], tokens: int, seed: int) -> N
             mask = [0] * (n // 5) + [1] * (n - n // 5)
             f.write(json.dumps({"id": f"r{k}", "input_ids": ids, "loss_mask": mask}) + "\n")
             written, k = written + n, k + 1
+
+
+def compare_target_forward(
+    model: torch.nn.Module, tokens: Path, batch_tokens: int, layer_ids: tuple[int, ...], repeats: int = 2
+) -> dict[str, Any]:
+    """The online target forward over one micro-batch: once per sample (before) against once
+    per packed micro-batch (now), best of `repeats` after a warm-up, and how far apart their
+    features are."""
+    samples, used = [], 0
+    for line in tokens.read_text().splitlines():
+        ids = torch.tensor(json.loads(line)["input_ids"])
+        if samples and used + ids.numel() > batch_tokens:
+            break
+        samples.append(ids)
+        used += ids.numel()
+    use_packed_attention(model)
+    storage = next(model.parameters()).dtype
+    device = next(model.parameters()).device
+
+    def timed(fn: Any) -> tuple[float, list[dict[str, torch.Tensor]]]:
+        best, out = float("inf"), []
+        for _ in range(repeats + 1):  # the first call warms up
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            out = fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - start)
+        return best, out
+
+    alone_s, alone = timed(lambda: [packed_target_features(model, [s], layer_ids, storage)[0] for s in samples])
+    packed_s, packed = timed(lambda: packed_target_features(model, samples, layer_ids, storage))
+    diff = max(float((a[k].float() - b[k].float()).abs().max()) for a, b in zip(alone, packed) for k in a)
+    return {
+        "samples": len(samples),
+        "tokens": used,
+        "per_sample_seconds": round(alone_s, 4),
+        "packed_seconds": round(packed_s, 4),
+        "per_sample_tokens_per_s": round(used / alone_s, 1),
+        "packed_tokens_per_s": round(used / packed_s, 1),
+        "speedup": round(alone_s / packed_s, 2),
+        "max_abs_feature_difference": diff,
+        "top1_agreement": sum(int((a["target_top1"] == b["target_top1"]).sum()) for a, b in zip(alone, packed)) / used,
+    }
 
 
 def run_recipe(name: str, args: argparse.Namespace, shape: dict[str, Any], data: OnlineData, out: Path) -> dict:
@@ -189,6 +236,15 @@ def write_report(result: dict[str, Any], out: Path) -> None:
         harness.markdown_table(header, rows),
         "",
     ]
+    if "target_forward" in result:
+        t = result["target_forward"]
+        lines.append(
+            f"Target forward over one micro-batch ({t['samples']} samples, {t['tokens']} tokens): "
+            f"{t['per_sample_tokens_per_s']} tok/s once per sample, {t['packed_tokens_per_s']} tok/s packed "
+            f"({t['speedup']}x); features differ by at most {t['max_abs_feature_difference']:.3g}, "
+            f"top-1 agrees on {t['top1_agreement']:.4f} of tokens."
+        )
+        lines.append("")
     if "edsd_over_eagle3_loop" in result:
         lines.append(
             f"EDSD loop / EAGLE-3 loop at equal tokens: {result['edsd_over_eagle3_loop']:.3f} "
@@ -199,7 +255,11 @@ def write_report(result: dict[str, Any], out: Path) -> None:
 
 
 def _plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # the GPU machine may lack it: --report-only redraws from the JSON
+        print(f"matplotlib is not installed: no {path.name}")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -237,6 +297,9 @@ def _plot(result: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report_only:
+        write_report(json.loads(args.report_only.read_text()), args.report_only)
+        return 0
     args.precision = args.precision or ("bf16" if args.device.startswith("cuda") else "fp32")
     shape = SHAPES[args.shape]
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -265,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
         "target_build_seconds": round(time.perf_counter() - built, 1),
         "recipes": [],
     }
+    result["target_forward"] = compare_target_forward(
+        model, tokens, shape["run"]["batch_tokens"], tuple(sorted({*shape["edsd_layers"], 2}))
+    )
+    write_report(result, out)
     data = OnlineData(tokens, work / "target", model=model)
     for name in RECIPES:  # written after each recipe: a timed-out run keeps what finished
         result["recipes"].append(run_recipe(name, args, shape, data, work / f"run-{name}"))
