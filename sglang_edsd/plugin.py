@@ -37,8 +37,8 @@ def register() -> None:
 
     from sglang_edsd.easd.rule import EASDConfig
 
-    easd, trace = EASDConfig.from_env(), envs.TRACE.get()
-    if easd is not None or trace:
+    easd, trace, stop = EASDConfig.from_env(), envs.TRACE.get(), envs.ENTROPY_STOP.get()
+    if easd is not None or trace or stop:
         from sglang_edsd.easd.worker import register_hooks
 
         register_hooks()
@@ -46,3 +46,5 @@ def register() -> None:
         logger.warning("sglang-edsd: EASD verification on (lossy; $SGLANG_EDSD_EASD=%s)", easd)
     if trace:
         logger.warning("sglang-edsd: entropy trace on, appending to %s", trace)
+    if stop:
+        logger.warning("sglang-edsd: entropy stop on ($SGLANG_EDSD_ENTROPY_STOP=%s)", stop)

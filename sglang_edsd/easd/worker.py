@@ -6,19 +6,24 @@ forward once to keep the logits of those forwards as they happen (no second pass
 into entropy and top-n target ids, keeps d_1's per request slot between rounds, and hangs
 the stacked [B, S] statistics on the verify input. The `eagle_sample` hook then applies the
 rule to the target's verify logits before SGLang verifies. The same statistics feed the
-opt-in entropy trace (`serving/entropy_trace.py`). None of this exists unless
-$SGLANG_EDSD_EASD or $SGLANG_EDSD_TRACE is set: the default worker is SGLang's own, untouched.
+opt-in entropy trace (`serving/entropy_trace.py`) and the entropy stop (`entropy_stop.py`),
+which skips a draft forward once every request has stopped and masks the dropped proposals
+in the acceptance test. None of this exists unless $SGLANG_EDSD_EASD, $SGLANG_EDSD_TRACE or
+$SGLANG_EDSD_ENTROPY_STOP is set: the default worker is SGLang's own, untouched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 from sglang.srt.speculative.eagle_worker_v2 import EagleDraftWorker, EAGLEWorkerV2
 
 from sglang_edsd.easd.rule import EASDConfig, EASDConfigError, entropy_and_top, mask_rejected
+from sglang_edsd.entropy_stop import EntropyStop, all_stopped, kept_steps, mask_dropped
 from sglang_edsd.serving.entropy_trace import EntropyTrace
 
 SAMPLE_TARGET = "sglang.srt.speculative.eagle_worker_common.eagle_sample"
@@ -29,11 +34,17 @@ class EASDDraftWorker(EagleDraftWorker):
 
     easd: EASDConfig | None
     easd_trace: EntropyTrace | None
+    entropy_stop: EntropyStop | None
 
-    def easd_setup(self, cfg: EASDConfig | None, trace: EntropyTrace | None) -> None:
+    def easd_setup(self, cfg: EASDConfig | None, trace: EntropyTrace | None, stop: EntropyStop | None) -> None:
         if self.topk != 1:
-            raise EASDConfigError("EASD and the entropy trace support chain drafting only (--speculative-eagle-topk 1)")
-        self.easd, self.easd_trace = cfg, trace
+            raise EASDConfigError(
+                "EASD, the entropy trace and the entropy stop support chain drafting only (--speculative-eagle-topk 1)"
+            )
+        self.easd, self.easd_trace, self.entropy_stop = cfg, trace, stop
+        # During a draft with the stop on: entropies [B] of d_1.. so far; None otherwise.
+        self.stop_entropy: list[torch.Tensor] | None = None
+        self.skipped_steps = 0
         self.easd_top_n = cfg.top_n if cfg is not None else 1  # the trace needs entropies only
         self.easd_first_entropy: torch.Tensor | None = None
         self.easd_first_top: torch.Tensor | None = None
@@ -42,11 +53,25 @@ class EASDDraftWorker(EagleDraftWorker):
         forward = self.draft_runner.forward
 
         def recording_forward(*args: Any, **kwargs: Any) -> Any:
+            stop, so_far = self.entropy_stop, self.stop_entropy
+            if stop is not None and so_far is not None and all_stopped(torch.stack(so_far, 1), stop.threshold):
+                self.skipped_steps += 1
+                return self._skipped_output(so_far[0].shape[0])
             out = forward(*args, **kwargs)
             self.easd_outputs.append(out.logits_output)
+            if so_far is not None:
+                so_far.append(entropy_and_top(out.logits_output.next_token_logits, 1)[0])
             return out
 
         self.draft_runner.forward = recording_forward
+
+    def _skipped_output(self, batch_size: int) -> Any:
+        """What `draft_forward` reads of a draft forward (logits, hidden states), as zeros: every
+        request has stopped, so the proposal it yields is masked and its KV slot never read."""
+        last = self.easd_outputs[-1] if self.easd_outputs else self.easd_last_extend
+        logits = last.next_token_logits.new_zeros(batch_size, last.next_token_logits.shape[-1])
+        hidden = last.hidden_states.new_zeros(batch_size, last.hidden_states.shape[-1])
+        return SimpleNamespace(logits_output=SimpleNamespace(next_token_logits=logits, hidden_states=hidden))
 
     def _stats(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Entropy over the draft vocabulary and top-n ids mapped to target ids."""
@@ -68,6 +93,7 @@ class EASDDraftWorker(EagleDraftWorker):
     def _draft_extend_for_prefill(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
         self.easd_outputs = []
         out = super()._draft_extend_for_prefill(batch, *args, **kwargs)
+        self.easd_last_extend = self.easd_outputs[-1]
         self._keep_first(batch.req_pool_indices, self.easd_outputs[-1].next_token_logits)
         return out
 
@@ -75,29 +101,42 @@ class EASDDraftWorker(EagleDraftWorker):
         self.easd_outputs = []
         out = super()._draft_extend_for_decode(batch, batch_result, **kwargs)
         # SGLang has replaced next_token_logits by the rows of each request's last accepted token.
+        self.easd_last_extend = self.easd_outputs[-1]
         self._keep_first(batch.req_pool_indices, self.easd_outputs[-1].next_token_logits)
         return out
 
     def draft(self, batch: Any, *, with_topology: bool = False) -> Any:
         self.easd_outputs = []  # filled by the chain steps of draft_forward
-        out = super().draft(batch, with_topology=with_topology)
-        verify_input = out[0] if with_topology else out
-        if batch.forward_mode.is_idle():
-            return out
-        if self.easd_first_entropy is None:
+        idle = batch.forward_mode.is_idle()
+        if not idle and self.easd_first_entropy is None:
             raise RuntimeError("EASD: a draft ran before any draft extend recorded d_1's distribution")
         idx = batch.req_pool_indices
+        if self.entropy_stop is not None and not idle:
+            self.stop_entropy = [self.easd_first_entropy[idx]]
+        try:
+            out = super().draft(batch, with_topology=with_topology)
+        finally:
+            self.stop_entropy = None
+        verify_input = out[0] if with_topology else out
+        if idle:
+            return out
         entropies, tops = [self.easd_first_entropy[idx]], [self.easd_first_top[idx]]
         for output in self.easd_outputs[: self.speculative_num_steps - 1]:
             entropy, top = self._stats(output.next_token_logits)
             entropies.append(entropy)
             tops.append(top)
-        if len(entropies) != self.speculative_num_steps:
+        skipped = self.speculative_num_steps - len(entropies)
+        if skipped and self.entropy_stop is None:
             raise RuntimeError(f"EASD saw {len(entropies)} draft distributions for {self.speculative_num_steps} steps")
+        for _ in range(skipped):  # steps skipped by the stop: proposals that are masked anyway
+            entropies.append(torch.full_like(entropies[0], float("inf")))
+            tops.append(torch.zeros_like(tops[0]))
         verify_input.easd_draft_entropy = torch.stack(entropies, dim=1)
         verify_input.easd_draft_top = torch.stack(tops, dim=1)
         verify_input.easd_config = self.easd
         verify_input.easd_trace = self.easd_trace
+        if self.entropy_stop is not None:
+            verify_input.edsd_stop_keep = kept_steps(verify_input.easd_draft_entropy, self.entropy_stop.threshold)
         return out
 
 
@@ -119,17 +158,30 @@ def check_draft_runs_eagerly(device: str) -> None:
 
 
 class EASDWorkerV2(EAGLEWorkerV2):
-    """SGLang's EAGLE V2 worker with an `EASDDraftWorker` for drafting (EASD rule and/or trace)."""
+    """SGLang's EAGLE V2 worker with an `EASDDraftWorker` for drafting (EASD rule, trace, stop)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cfg, trace = EASDConfig.from_env(), EntropyTrace.from_env()
-        if cfg is None and trace is None:
-            raise EASDConfigError("EASDWorkerV2 built without $SGLANG_EDSD_EASD or $SGLANG_EDSD_TRACE")
+        stop = EntropyStop.from_env(_draft_folder(self.server_args))
+        if cfg is None and trace is None and stop is None:
+            raise EASDConfigError(
+                "EASDWorkerV2 built without $SGLANG_EDSD_EASD, $SGLANG_EDSD_TRACE or $SGLANG_EDSD_ENTROPY_STOP"
+            )
         check_draft_runs_eagerly(str(self.device))
         if self._draft_worker is not None:
             self._draft_worker.__class__ = EASDDraftWorker
-            self._draft_worker.easd_setup(cfg, trace)
+            self._draft_worker.easd_setup(cfg, trace, stop)
+
+
+def _draft_folder(server_args: Any) -> Path | None:
+    """The local draft folder (hub ids resolved as SGLang resolves them), for the stop's sidecar."""
+    from sglang_edsd.serving.model_sources import local_draft_folder
+
+    path = server_args.speculative_draft_model_path
+    if not path:
+        return None
+    return Path(local_draft_folder(path, server_args.speculative_draft_model_revision, server_args.download_dir))
 
 
 def easd_sample(
@@ -140,13 +192,20 @@ def easd_sample(
     if draft_entropy is None or batch.forward_mode.is_idle():
         return original(verify_input, batch, logits_output, *args, **kwargs)
     cfg, trace = verify_input.easd_config, verify_input.easd_trace
+    keep = getattr(verify_input, "edsd_stop_keep", None)
     logits = logits_output.next_token_logits
     if trace is not None:  # before the rule edits the logits
         bsz, steps = draft_entropy.shape
         target_entropy, _ = entropy_and_top(logits.view(bsz, steps + 1, -1)[:, :steps], 1)
     if cfg is not None:
         mask_rejected(cfg, logits, verify_input.draft_token, draft_entropy, verify_input.easd_draft_top)
-    out = original(verify_input, batch, logits_output, *args, **kwargs)
+    tokens = verify_input.draft_token
+    if keep is not None and batch.sampling_info.is_all_greedy:  # sampled verify indexes by token id
+        verify_input.draft_token = mask_dropped(tokens, keep)
+    try:
+        out = original(verify_input, batch, logits_output, *args, **kwargs)
+    finally:
+        verify_input.draft_token = tokens
     if trace is not None:
         # eagle_sample's second output counts the tokens each verify emits: accepted drafts + the bonus.
         trace.write(batch.reqs, draft_entropy, target_entropy, out[1] - 1)
@@ -154,7 +213,7 @@ def easd_sample(
 
 
 def register_hooks() -> None:
-    """Hook eagle_sample (the plugin calls this only when $SGLANG_EDSD_EASD or $SGLANG_EDSD_TRACE is set)."""
+    """Hook eagle_sample (the plugin calls this only when EASD, the trace or the entropy stop is on)."""
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
     HookRegistry.register(SAMPLE_TARGET, easd_sample, HookType.AROUND)

@@ -133,11 +133,12 @@ def validate_server_args(server_args: Any) -> None:
 
 def edsd_worker_factory(server_args: Any) -> type:
     """SGLang's EAGLE V2 worker (EDSD differs in the draft model, not in the loop), or its EASD
-    variant when $SGLANG_EDSD_EASD configures the lossy entropy-aware verify or
-    $SGLANG_EDSD_TRACE asks for per-position entropy records."""
+    variant when $SGLANG_EDSD_EASD configures the lossy entropy-aware verify,
+    $SGLANG_EDSD_TRACE asks for per-position entropy records or $SGLANG_EDSD_ENTROPY_STOP
+    turns the entropy stop on."""
     from sglang_edsd.easd.rule import EASDConfig
 
-    if EASDConfig.from_env() is not None or envs.TRACE.get():
+    if EASDConfig.from_env() is not None or envs.TRACE.get() or envs.ENTROPY_STOP.get():
         from sglang_edsd.easd.worker import EASDWorkerV2
 
         return EASDWorkerV2

@@ -1,0 +1,160 @@
+"""The entropy stop: the rule on synthetic entropies and logits, the masked verify's accepted prefix,
+its configuration, and served EDSD with the stop on: lossless, acceptance ending at every stop,
+requests of one batch stopping on their own."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from sglang_edsd.cpu_support import ops
+from sglang_edsd.easd.rule import entropy_and_top
+from sglang_edsd.entropy_stop import (
+    NEVER_ACCEPTED,
+    SIDECAR,
+    EntropyStop,
+    EntropyStopError,
+    all_stopped,
+    kept_steps,
+    mask_dropped,
+)
+from tests.helpers import chat_ids
+
+
+def test_kept_steps_end_at_the_first_step_above_the_threshold() -> None:
+    entropy = torch.tensor([[0.1, 0.2, 3.0, 0.1], [2.0, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.1], [0.5, 1.0, 1.5, 9.0]])
+    assert kept_steps(entropy, 1.0).tolist() == [3, 1, 4, 3]  # 1.0 itself does not cross
+    assert kept_steps(entropy, float("inf")).tolist() == [4, 4, 4, 4]
+    assert kept_steps(entropy, 0.0).tolist() == [1, 1, 1, 1]  # d_1 is always proposed
+    assert not all_stopped(entropy[:, :1], 1.0) and all_stopped(entropy[:2, :3], 1.0)
+
+
+def test_the_rule_on_synthetic_logits_stops_where_the_draft_is_unsure() -> None:
+    """Peaked logits have near-zero entropy, flat ones log(V): the stop falls on the first flat step."""
+    vocab = 64
+    peaked, flat = torch.full((vocab,), -20.0), torch.zeros(vocab)
+    peaked[3] = 20.0
+    steps = [[peaked, peaked, flat, peaked], [flat, peaked, peaked, peaked], [peaked] * 4]
+    entropy = torch.stack([entropy_and_top(torch.stack(s), 1)[0] for s in steps])
+    assert entropy[0, 2] == pytest.approx(torch.log(torch.tensor(float(vocab))).item(), rel=1e-5)
+    assert kept_steps(entropy, threshold=1.0).tolist() == [3, 1, 4]
+
+
+def _chain_verify(candidates: torch.Tensor, target: torch.Tensor) -> tuple[list[int], list[list[int]]]:
+    """SGLang's greedy verify (the CPU op, equal to its Triton kernel: tests/test_cpu_ops.py) of
+    chains [B, S+1]: accepted counts and each request's emitted tokens (accepted + bonus)."""
+    bsz, n = candidates.shape
+    predicts = torch.zeros(bsz * n, dtype=torch.int32)
+    accept_index = torch.full((bsz, n), -1, dtype=torch.int32)
+    accepted = torch.zeros(bsz, dtype=torch.int32)
+    chain_next = torch.tensor([[*range(1, n), -1]] * bsz)
+    ops.verify_tree_greedy_cpu(
+        predicts,
+        accept_index,
+        accepted,
+        candidates,
+        torch.arange(bsz * n).view(bsz, n),
+        chain_next,
+        torch.full((bsz, n), -1),
+        target,
+    )
+    emitted = [[int(predicts[i]) for i in row if i >= 0] for row in accept_index.tolist()]
+    return accepted.tolist(), emitted
+
+
+def test_masked_verify_accepts_the_unmasked_prefix_up_to_the_stop() -> None:
+    """Masking never changes what is emitted, only where acceptance ends: the masked verify's
+    tokens are a prefix of the unmasked one's, min(accepted, kept) long plus the target's bonus."""
+    gen = torch.Generator().manual_seed(0)
+    bsz, steps = 64, 4
+    target = torch.randint(0, 3, (bsz, steps + 1), generator=gen)
+    # Proposals agree with the target's prediction at the previous node most of the time.
+    agree = torch.rand(bsz, steps, generator=gen) < 0.7
+    proposals = torch.where(agree, target[:, :-1], (target[:, :-1] + 1) % 3)
+    candidates = torch.cat([torch.full((bsz, 1), 7), proposals], dim=1)
+    keep = torch.randint(1, steps + 1, (bsz,), generator=gen, dtype=torch.int32)
+    masked = mask_dropped(candidates.flatten(), keep).view(bsz, steps + 1)
+    assert (masked[:, 1:] == NEVER_ACCEPTED).sum(1).tolist() == (steps - keep).tolist()
+    full_acc, full_out = _chain_verify(candidates, target)
+    acc, out = _chain_verify(masked, target)
+    assert acc == [min(a, int(k)) for a, k in zip(full_acc, keep)]
+    assert all(o == f[: len(o)] for o, f in zip(out, full_out))
+    assert any(a < f for a, f in zip(acc, full_acc)) and any(a == f for a, f in zip(acc, full_acc))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("warm", "give a threshold in nats or 'draft'"), ("-1", ">= 0 nats"), ("draft", "calibrate-stop")],
+)
+def test_bad_settings_name_the_problem(monkeypatch, tmp_path: Path, value: str, message: str) -> None:
+    monkeypatch.setenv("SGLANG_EDSD_ENTROPY_STOP", value)
+    with pytest.raises(EntropyStopError, match=message):
+        EntropyStop.from_env(tmp_path)
+
+
+def test_settings_from_a_number_the_sidecar_or_nothing(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SGLANG_EDSD_ENTROPY_STOP", raising=False)
+    assert EntropyStop.from_env(tmp_path) is None
+    monkeypatch.setenv("SGLANG_EDSD_ENTROPY_STOP", "2.5")
+    assert EntropyStop.from_env(None) == EntropyStop(2.5)
+    (tmp_path / SIDECAR).write_text(json.dumps({"threshold": 1.25, "steps": 4}))
+    monkeypatch.setenv("SGLANG_EDSD_ENTROPY_STOP", "draft")
+    assert EntropyStop.from_env(tmp_path) == EntropyStop(1.25)
+    (tmp_path / SIDECAR).write_text("{}")
+    with pytest.raises(EntropyStopError, match="numeric 'threshold'"):
+        EntropyStop.from_env(tmp_path)
+
+
+SERVED_PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "List three prime numbers and explain why they are prime.",
+    "Explain what a hash table is in two sentences.",
+]
+SERVED_TOKENS = 40
+# About the median draft entropy (nats, 8192-token draft vocabulary) of the shipped draft: stops happen, not always.
+THRESHOLD = 3.5
+
+
+@pytest.fixture(scope="module")
+def stop_servers(smollm2: Path, tmp_path_factory: pytest.TempPathFactory):
+    from sglang_edsd.drafts import SMOLLM2_EDSD, shipped_draft
+    from sglang_edsd.launcher import cpu_args, edsd_args, launch_all
+    from tests.servers import LOG_DIR, start_all
+
+    plain = start_all({"none": (smollm2, cpu_args("float32", max_total_tokens=8192))})
+    args = cpu_args("float32", max_total_tokens=8192) + edsd_args(shipped_draft(SMOLLM2_EDSD))
+    trace = tmp_path_factory.mktemp("stop") / "trace.jsonl"
+    env = {"SGLANG_EDSD_ENTROPY_STOP": str(THRESHOLD), "SGLANG_EDSD_TRACE": str(trace)}
+    started = dict(plain)
+    try:
+        started.update(launch_all({"edsd-stop": (smollm2, args)}, LOG_DIR, env=env))
+        started["edsd-stop"].trace = trace
+        yield started
+    finally:
+        for s in started.values():
+            s.stop()
+
+
+@pytest.mark.server
+def test_served_stop_is_lossless_and_acceptance_ends_at_each_stop(stop_servers, smollm2: Path) -> None:
+    """Four requests at once (one batch, each stopping on its own): output equal to no speculation,
+    no verify accepting past its request's stop, and stops both before and at the full depth."""
+    from tests.servers import greedy_ids
+
+    stop = stop_servers["edsd-stop"]
+    prompts = [chat_ids(smollm2, p) for p in SERVED_PROMPTS]
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        got = list(pool.map(lambda ids: greedy_ids(stop, ids, SERVED_TOKENS), prompts))
+    for ids, out in zip(prompts, got):
+        assert out["ids"] == greedy_ids(stop_servers["none"], ids, SERVED_TOKENS)["ids"]
+    records = [json.loads(line) for line in stop.trace.read_text().splitlines()]
+    kept = kept_steps(torch.tensor([r["draft_entropy"] for r in records]), THRESHOLD)
+    accepted = torch.tensor([r["accepted"] for r in records])
+    assert bool((accepted <= kept).all())
+    assert (kept < 4).any() and (kept == 4).any()
+    assert bool((accepted == kept)[kept < 4].any())  # a stop that cut a chain the target agreed with so far
