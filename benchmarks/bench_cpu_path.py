@@ -2,7 +2,8 @@
 
 Configurations: `hf` (transformers `generate`, in this process, same dtype and thread count as
 the servers), `none` (SGLang without speculation), EDSD chains (`edsd-cN`, the shipped draft at
-depth N) and `edsd-adaptive` (SGLang's `--speculative-adaptive` depth, default candidates).
+depth N), `edsd-adaptive` (SGLang's `--speculative-adaptive` depth, default candidates) and
+`edsd-stop-cN` (depth N with the entropy stop at the draft's calibrated threshold).
 Every SGLang server is up at once (`--sleep-on-idle`, so an idle one costs nothing) and each
 prompt goes to every configuration in an order that rotates with the prompt and the round, so
 drift in the machine's speed falls on all of them alike. Speedups are the median over (prompt,
@@ -33,6 +34,7 @@ import torch
 from harness import markdown_table, paired_ratio
 from tqdm import tqdm
 
+from sglang_edsd import envs
 from sglang_edsd.assets import smollm2_path
 from sglang_edsd.client import ask
 from sglang_edsd.drafts import SMOLLM2_EDSD, shipped_draft
@@ -42,16 +44,23 @@ from sglang_edsd.prompts import build_prompt_sets
 LEAVES = ("attention", "linear", "lm_head", "rmsnorm", "rope")  # phases that never call one another
 
 
+def server_env(config: str) -> dict[str, str]:
+    """`edsd-stop-cN`: the entropy stop at the shipped draft's calibrated threshold (its sidecar)."""
+    return {envs.ENTROPY_STOP.name: "draft"} if config.startswith("edsd-stop-c") else {}
+
+
 def server_flags(config: str, dtype: str) -> list[str]:
     flags = cpu_args(dtype)
     draft = str(shipped_draft(SMOLLM2_EDSD))
-    if config.startswith("edsd-c"):
+    if config.startswith("edsd-stop-c"):
+        flags += spec_args("EDSD", draft, steps=int(config.removeprefix("edsd-stop-c")))
+    elif config.startswith("edsd-c"):
         flags += spec_args("EDSD", draft, steps=int(config.removeprefix("edsd-c")))
     elif config == "edsd-adaptive":  # SGLang's adaptive depth; CPU needs graphs off (docs/serving.md)
         flags += ["--speculative-algorithm", "EDSD", "--speculative-draft-model-path", draft]
         flags += ["--speculative-adaptive", "--disable-cuda-graph"]
     elif config != "none":
-        raise SystemExit(f"error: unknown configuration {config!r} (hf, none, edsd-cN or edsd-adaptive)")
+        raise SystemExit(f"error: unknown configuration {config!r} (hf, none, edsd-cN, edsd-stop-cN, edsd-adaptive)")
     return flags
 
 
@@ -91,7 +100,9 @@ class HFGenerate:
 def measure(args: argparse.Namespace, prompts: list[dict[str, Any]], log_dir: Path) -> list[dict[str, Any]]:
     sglang_configs = [c for c in args.configs if c != "hf"]
     specs = {c: (str(smollm2_path()), server_flags(c, args.dtype)) for c in sglang_configs}
-    servers = launch_all(specs, log_dir)
+    servers = launch_all({c: v for c, v in specs.items() if not server_env(c)}, log_dir)
+    for c in (c for c in sglang_configs if server_env(c)):  # their own environment
+        servers.update(launch_all({c: specs[c]}, log_dir, env=server_env(c)))
     hf = HFGenerate(smollm2_path(), args.dtype) if "hf" in args.configs else None
     rows = []
     try:
@@ -179,7 +190,7 @@ def profile(args: argparse.Namespace, prompts: list[dict[str, Any]], workdir: Pa
     result = {}
     for config in [c for c in args.configs if c != "hf"]:
         times = workdir / f"{config}.jsonl"
-        env = {"SGLANG_EDSD_PHASE_TIMES": str(times)}
+        env = {envs.PHASE_TIMES.name: str(times), **server_env(config)}
         with launch(smollm2_path(), server_flags(config, args.dtype), workdir / f"{config}.log", env=env) as s:
             ask(s, "Hello!", 8)
             for p in tqdm(prompts, desc=f"profile {config}", unit="prompt"):

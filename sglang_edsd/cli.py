@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         export_main,
         train_main,
     )
+    from sglang_edsd.entropy_stop_command import add_calibrate_stop_arguments, calibrate_stop_main
     from sglang_edsd.prompts.command import (
         add_decontaminate_arguments,
         add_prompts_arguments,
@@ -199,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
             "EASD (lossy, opt-in): entropy thresholds for a draft, percentiles on a calibration capture",
             add_calibrate_arguments,
             calibrate_main,
+        ),
+        (
+            "calibrate-stop",
+            "entropy stop (lossless, opt-in): its threshold for a draft from a held-out capture, into the draft folder",
+            add_calibrate_stop_arguments,
+            calibrate_stop_main,
         ),
     ]
     for name, help_text, add_arguments, main_fn in toolkit:
