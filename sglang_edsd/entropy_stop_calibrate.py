@@ -53,9 +53,11 @@ def chain_positions(
 def choose_threshold(
     entropy: torch.Tensor, accepted: torch.Tensor, fixed_ms: float, step_ms: float, grid: int = 41
 ) -> dict[str, Any]:
-    """Tokens per ms of every candidate threshold (quantiles of the entropies, and no stop)."""
+    """Tokens per ms of every candidate threshold: 0 (stop after step 1: a stop keeps the step
+    that crosses), quantiles of the entropies, and inf (no stop)."""
     steps = entropy.shape[1]
-    candidates = sorted({*entropy.flatten().quantile(torch.linspace(0, 1, grid)).tolist(), float("inf")})
+    quantiles = entropy.flatten().quantile(torch.linspace(0, 1, grid)).tolist()
+    candidates = sorted({0.0, *quantiles, float("inf")})
     rows = []
     for t in candidates:
         kept = kept_steps(entropy, t).long()

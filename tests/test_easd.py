@@ -242,28 +242,6 @@ def test_served_entropy_trace_changes_nothing_and_matches_the_target(easd_server
             verified += r["accepted"] + 1
 
 
-@pytest.fixture(scope="module")
-def tiny_calibration(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny Llama target, a capture of random text at layers 1 and 3, a random draft reading them."""
-    from sglang_edsd.capture import capture
-    from sglang_edsd.draft_io import init_draft
-    from tests.synthetic import tiny_llama
-
-    work = tmp_path_factory.mktemp("easd-calibrate")
-    tiny_llama(work / "target", num_layers=6)
-    gen = torch.Generator().manual_seed(1)
-    with (work / "tokens.jsonl").open("w") as f:
-        for i in range(6):
-            ids = torch.randint(0, 300, (30,), generator=gen).tolist()
-            f.write(json.dumps({"id": f"s{i}", "input_ids": ids, "loss_mask": [0] * 5 + [1] * 25}) + "\n")
-    capture(work / "target", work / "tokens.jsonl", work / "capture", [1, 3], dtype="float32", progress=False)
-    return {
-        "capture": work / "capture",
-        "draft": init_draft(work / "target", work / "draft", layer_ids=(1, 3), draft_vocab_size=64),
-        "other_layers": init_draft(work / "target", work / "draft24", layer_ids=(2, 4), draft_vocab_size=64),
-    }
-
-
 def test_calibration_thresholds_are_percentiles_and_bound_the_firing_rate(tiny_calibration):
     from sglang_edsd.easd.calibrate import calibrate
 

@@ -5,6 +5,7 @@ requests of one batch stopping on their own."""
 from __future__ import annotations
 
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -158,3 +159,42 @@ def test_served_stop_is_lossless_and_acceptance_ends_at_each_stop(stop_servers, 
     assert bool((accepted <= kept).all())
     assert (kept < 4).any() and (kept == 4).any()
     assert bool((accepted == kept)[kept < 4].any())  # a stop that cut a chain the target agreed with so far
+
+
+def test_threshold_choice_trades_tokens_against_draft_steps() -> None:
+    """Step 2 is never accepted, step 1 always: stopping after step 1 loses no token and saves a
+    step. A stop keeps the step that crosses, so only a threshold below step 1's entropy (0.5)
+    stops there; with free draft steps nothing beats the full chain."""
+    from sglang_edsd.entropy_stop_calibrate import choose_threshold
+
+    entropy = torch.tensor([[0.5, 5.0]] * 10)
+    accepted = torch.ones(10, dtype=torch.long)
+    paid = choose_threshold(entropy, accepted, fixed_ms=10.0, step_ms=5.0)
+    assert 0.0 <= paid["best"]["threshold"] < 0.5 and paid["best"]["draft_steps"] == 0.0
+    assert paid["best"]["tokens_per_round"] == paid["full_chain"]["tokens_per_round"] == 2.0
+    assert paid["best"]["speedup_vs_full_chain"] == pytest.approx(15.0 / 10.0)
+    free = choose_threshold(entropy, accepted, fixed_ms=10.0, step_ms=0.0)
+    assert free["best"]["speedup_vs_full_chain"] == 1.0
+
+
+def test_calibration_on_a_tiny_run_writes_the_threshold_the_server_reads(
+    tiny_calibration, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import argparse
+
+    from sglang_edsd.entropy_stop_command import add_calibrate_stop_arguments, calibrate_stop_main
+
+    p = argparse.ArgumentParser()
+    add_calibrate_stop_arguments(p)
+    draft = Path(shutil.copytree(tiny_calibration["draft"], tmp_path / "draft"))  # the sidecar goes in it
+    report = tmp_path / "report.json"
+    args = ["--draft", str(draft), "--capture", str(tiny_calibration["capture"]), "--steps", "2"]
+    calibrate_stop_main(p.parse_args([*args, "--report", str(report), "--no-progress"]))
+    out = json.loads(report.read_text())
+    # Rows 0..26 of each 30-token sample have 2 tokens ahead; their first proposal (i+2) is an answer from i = 3.
+    assert out["positions"] == 6 * 24 and out["steps"] == 2
+    assert out["best"]["speedup_vs_full_chain"] >= 1.0 and report.with_suffix(".png").exists()
+    assert all(0 <= r["accept"] <= 1 for r in out["acceptance_by_entropy"])
+    monkeypatch.setenv("SGLANG_EDSD_ENTROPY_STOP", "draft")
+    assert EntropyStop.from_env(draft) == EntropyStop(out["threshold"])
+    assert "serve with SGLANG_EDSD_ENTROPY_STOP=draft" in capsys.readouterr().out
