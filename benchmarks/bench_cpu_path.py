@@ -2,19 +2,24 @@
 
 Configurations: `hf` (transformers `generate`, in this process, same dtype and thread count as
 the servers), `none` (SGLang without speculation), EDSD chains (`edsd-cN`, the shipped draft at
-depth N), `edsd-adaptive` (SGLang's `--speculative-adaptive` depth, default candidates) and
-`edsd-stop-cN` (depth N with the entropy stop at the draft's calibrated threshold).
+depth N), `edsd-adaptive` (SGLang's `--speculative-adaptive` depth, default candidates),
+`edsd-stop-cN` (depth N with the entropy stop at the draft's calibrated threshold) and
+`edsd-stop-adaptive` (both). Each entropy-stop and adaptive configuration is also compared,
+paired, with every static chain in the run.
 Every SGLang server is up at once (`--sleep-on-idle`, so an idle one costs nothing) and each
 prompt goes to every configuration in an order that rotates with the prompt and the round, so
 drift in the machine's speed falls on all of them alike. Speedups are the median over (prompt,
 round) pairs of the tokens/s ratio, with a 95% bootstrap interval (`harness.paired_ratio`).
 Greedy EDSD output must equal SGLang's own without speculation (float32): the JSON counts
 mismatches. `hf` output is compared too, for information only (its kernels differ, so a float32
-near-tie may flip).
+near-tie may flip). `--concurrency N` sends N prompts at once to a configuration (N threads, the
+official client) and times the group from the first send to the last answer; the paired unit is
+then the group.
 
 `--phase-times` instead profiles each SGLang configuration alone (SGLANG_EDSD_PHASE_TIMES,
-serving/phase_times.py): where a plain step and a round spend their time, as JSON, markdown
-and a stacked-bar PNG. Usage (the committed result):
+serving/phase_times.py): where a plain step and a round spend their time, and how many draft
+steps a round runs, as JSON, markdown and a stacked-bar PNG. `--report-only` redraws the
+markdown and PNG of an earlier result JSON. Usage (the committed result):
 
     python benchmarks/bench_cpu_path.py --out benchmarks/results/cpu-path-smollm2.json
     python benchmarks/bench_cpu_path.py --phase-times --out benchmarks/results/cpu-phases-smollm2.json
@@ -26,6 +31,7 @@ import argparse
 import json
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +51,12 @@ LEAVES = ("attention", "linear", "lm_head", "rmsnorm", "rope")  # phases that ne
 
 
 def server_env(config: str) -> dict[str, str]:
-    """`edsd-stop-cN`: the entropy stop at the shipped draft's calibrated threshold (its sidecar)."""
-    return {envs.ENTROPY_STOP.name: "draft"} if config.startswith("edsd-stop-c") else {}
+    """`edsd-stop-*`: the entropy stop at the shipped draft's calibrated threshold (its sidecar)."""
+    return {envs.ENTROPY_STOP.name: "draft"} if config.startswith("edsd-stop-") else {}
+
+
+def is_static(config: str) -> bool:
+    return config.startswith("edsd-c")
 
 
 def server_flags(config: str, dtype: str) -> list[str]:
@@ -56,11 +66,14 @@ def server_flags(config: str, dtype: str) -> list[str]:
         flags += spec_args("EDSD", draft, steps=int(config.removeprefix("edsd-stop-c")))
     elif config.startswith("edsd-c"):
         flags += spec_args("EDSD", draft, steps=int(config.removeprefix("edsd-c")))
-    elif config == "edsd-adaptive":  # SGLang's adaptive depth; CPU needs graphs off (docs/serving.md)
+    elif config in ("edsd-adaptive", "edsd-stop-adaptive"):  # CPU needs graphs off (docs/serving.md)
         flags += ["--speculative-algorithm", "EDSD", "--speculative-draft-model-path", draft]
         flags += ["--speculative-adaptive", "--disable-cuda-graph"]
     elif config != "none":
-        raise SystemExit(f"error: unknown configuration {config!r} (hf, none, edsd-cN, edsd-stop-cN, edsd-adaptive)")
+        raise SystemExit(
+            f"error: unknown configuration {config!r} "
+            "(hf, none, edsd-cN, edsd-stop-cN, edsd-adaptive, edsd-stop-adaptive)"
+        )
     return flags
 
 
@@ -110,18 +123,27 @@ def measure(args: argparse.Namespace, prompts: list[dict[str, Any]], log_dir: Pa
             ask(s, "Hello!", 8)
         if hf:
             hf("Hello!", 8)
-        jobs = [(r, i, p) for r in range(args.rounds) for i, p in enumerate(prompts)]
-        for rnd, i, p in tqdm(jobs, desc="paired requests", unit="prompt"):
-            shift = (i + rnd) % len(args.configs)
-            for config in args.configs[shift:] + args.configs[:shift]:
-                if config == "hf":
-                    out = hf(p["prompt"], args.max_tokens)
-                    row = {"text": out["text"], "tokens": out["tokens"], "seconds": out["seconds"], "accept": None}
-                else:
-                    a = ask(servers[config], p["prompt"], args.max_tokens)
-                    row = {"text": a.text, "tokens": a.completion_tokens, "seconds": a.seconds}
-                    row["accept"] = a.accept_length
-                rows.append({"round": rnd, "prompt": p["id"], "task": p["task"], "config": config, **row})
+        n = args.concurrency
+        groups = [prompts[i : i + n] for i in range(0, len(prompts), n)]
+        jobs = [(r, g, group) for r in range(args.rounds) for g, group in enumerate(groups)]
+        with ThreadPoolExecutor(n) as pool:
+            for rnd, g, group in tqdm(jobs, desc="paired requests", unit="group" if n > 1 else "prompt"):
+                shift = (g + rnd) % len(args.configs)
+                for config in args.configs[shift:] + args.configs[:shift]:
+                    start = time.perf_counter()
+                    if config == "hf":
+                        answers = [hf(p["prompt"], args.max_tokens) | {"accept": None} for p in group]
+                    else:
+                        asks = [pool.submit(ask, servers[config], p["prompt"], args.max_tokens) for p in group]
+                        answers = [
+                            {"text": a.text, "tokens": a.completion_tokens, "seconds": a.seconds}
+                            | {"accept": a.accept_length}
+                            for a in (f.result() for f in asks)
+                        ]
+                    wall = time.perf_counter() - start
+                    for p, a in zip(group, answers):
+                        row = {"round": rnd, "prompt": p["id"], "task": p["task"], "config": config}
+                        rows.append(row | a | {"group": g, "group_seconds": wall})
     finally:
         for s in servers.values():
             s.stop()
@@ -129,30 +151,46 @@ def measure(args: argparse.Namespace, prompts: list[dict[str, Any]], log_dir: Pa
 
 
 def summarise(rows: list[dict[str, Any]], configs: list[str]) -> dict[str, Any]:
+    """Per configuration: tokens/s, tau, paired ratios (per (round, group) unit; a group is one
+    prompt at concurrency 1) against hf, none and, for entropy-stop and adaptive configurations,
+    every static chain; output mismatches against none, per request."""
     by = {(r["round"], r["prompt"], r["config"]): r for r in rows}
-    pairs = sorted({(r["round"], r["prompt"]) for r in rows})
+    requests = sorted({(r["round"], r["prompt"]) for r in rows})
+    units: dict[tuple[Any, ...], dict[str, float]] = {}
+    for r in rows:
+        u = units.setdefault((r["round"], r.get("group", r["prompt"]), r["config"]), {"tokens": 0, "seconds": 0.0})
+        u["tokens"] += r["tokens"]
+        u["seconds"] = r.get("group_seconds", r["seconds"])
+    keys = sorted({k[:2] for k in units}, key=str)
+
+    def speed(k: tuple[Any, ...], c: str) -> float:
+        return units[k + (c,)]["tokens"] / units[k + (c,)]["seconds"]
+
     summary: dict[str, Any] = {}
     for c in configs:
-        mine = [by[k + (c,)] for k in pairs]
-        tokens, seconds = sum(r["tokens"] for r in mine), sum(r["seconds"] for r in mine)
-        accepts = [r["accept"] for r in mine if r["accept"] is not None]
-        entry: dict[str, Any] = {"tokens_per_s": tokens / seconds, "requests": len(mine)}
+        mine = [units[k + (c,)] for k in keys]
+        accepts = [by[k + (c,)]["accept"] for k in requests if by[k + (c,)]["accept"] is not None]
+        entry: dict[str, Any] = {
+            "tokens_per_s": sum(u["tokens"] for u in mine) / sum(u["seconds"] for u in mine),
+            "requests": len(requests),
+            "units": len(keys),
+        }
         if accepts:
             entry["mean_accept_length"] = sum(accepts) / len(accepts)
-        for base in ("hf", "none"):
-            if base in configs and base != c:
-                ratios = [
-                    (by[k + (c,)]["tokens"] / by[k + (c,)]["seconds"])
-                    / (by[k + (base,)]["tokens"] / by[k + (base,)]["seconds"])
-                    for k in pairs
-                ]
-                entry[f"vs_{base}"] = paired_ratio(ratios)
-        if c.startswith("edsd") and "none" in configs:  # every EDSD configuration
-            entry["mismatches_vs_none"] = sum(by[k + (c,)]["text"] != by[k + ("none",)]["text"] for k in pairs)
-        if c == "hf" and "none" in configs:
-            entry["text_differs_from_none"] = sum(by[k + (c,)]["text"] != by[k + ("none",)]["text"] for k in pairs)
+        bases = [b for b in ("hf", "none") if b in configs and b != c]
+        if c.startswith("edsd") and not is_static(c):
+            bases += [b for b in configs if is_static(b)]
+        for base in bases:
+            entry[f"vs_{base}"] = paired_ratio([speed(k, c) / speed(k, base) for k in keys])
+        if c != "none" and "none" in configs:
+            differ = sum(by[k + (c,)]["text"] != by[k + ("none",)]["text"] for k in requests)
+            entry["text_differs_from_none" if c == "hf" else "mismatches_vs_none"] = differ
         summary[c] = entry
     return summary
+
+
+def ci(x: dict[str, float] | None) -> str:
+    return "-" if x is None else f"{x['median']:.3f} [{x['ci95_low']:.3f}, {x['ci95_high']:.3f}]"
 
 
 def report_speed(summary: dict[str, Any], png: Path) -> str:
@@ -161,28 +199,36 @@ def report_speed(summary: dict[str, Any], png: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def ci(x: dict[str, float] | None) -> str:
-        return "-" if x is None else f"{x['median']:.3f} [{x['ci95_low']:.3f}, {x['ci95_high']:.3f}]"
-
     rows = [
         [c, s["tokens_per_s"], s.get("mean_accept_length"), ci(s.get("vs_hf")), ci(s.get("vs_none"))]
         + [s.get("mismatches_vs_none", s.get("text_differs_from_none"))]
         for c, s in summary.items()
     ]
     header = ["config", "tok/s", "tau", "vs hf generate (95% CI)", "vs SGLang none (95% CI)", "text != none"]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    names = [c for c in summary if "vs_hf" in summary[c]]
-    med = [summary[c]["vs_hf"]["median"] for c in names]
+    table = markdown_table(header, rows)
+    static = [c for c in summary if is_static(c)]
+    dynamic = [c for c in summary if static and f"vs_{static[0]}" in summary[c]]
+    if dynamic:
+        rows = [[c, *(ci(summary[c][f"vs_{b}"]) for b in static)] for c in dynamic]
+        table += "\n\nAgainst the static chains (paired ratio of tokens/s, 95% CI):\n\n"
+        table += markdown_table(["config", *(f"vs {b}" for b in static)], rows)
+    base = "hf" if any("vs_hf" in s for s in summary.values()) else "none"
+    names = [c for c in summary if f"vs_{base}" in summary[c]]
+    med = [summary[c][f"vs_{base}"]["median"] for c in names]
     err = [
-        [m - summary[c]["vs_hf"]["ci95_low"] for c, m in zip(names, med)],
-        [summary[c]["vs_hf"]["ci95_high"] - m for c, m in zip(names, med)],
+        [m - summary[c][f"vs_{base}"]["ci95_low"] for c, m in zip(names, med)],
+        [summary[c][f"vs_{base}"]["ci95_high"] - m for c, m in zip(names, med)],
     ]
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 3, 3.5))
     ax.bar(names, med, yerr=err, capsize=4, color="tab:blue")
     ax.axhline(1.0, color="gray", lw=1)
-    ax.set_ylabel("tokens/s vs transformers generate (median, 95% CI)")
+    label = "transformers generate" if base == "hf" else "SGLang without speculation"
+    ax.set_ylabel(f"tokens/s vs {label}\n(median, 95% CI)")
+    ax.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()
     fig.savefig(png, dpi=120)
-    return markdown_table(header, rows)
+    plt.close(fig)
+    return table
 
 
 def profile(args: argparse.Namespace, prompts: list[dict[str, Any]], workdir: Path) -> dict[str, Any]:
@@ -193,8 +239,10 @@ def profile(args: argparse.Namespace, prompts: list[dict[str, Any]], workdir: Pa
         env = {envs.PHASE_TIMES.name: str(times), **server_env(config)}
         with launch(smollm2_path(), server_flags(config, args.dtype), workdir / f"{config}.log", env=env) as s:
             ask(s, "Hello!", 8)
-            for p in tqdm(prompts, desc=f"profile {config}", unit="prompt"):
-                ask(s, p["prompt"], args.max_tokens)
+            with ThreadPoolExecutor(args.concurrency) as pool:  # keeps `concurrency` requests in flight
+                asks = [pool.submit(ask, s, p["prompt"], args.max_tokens) for p in prompts]
+                for f in tqdm(asks, desc=f"profile {config}", unit="prompt"):
+                    f.result()
         windows = [json.loads(line) for line in times.read_text().splitlines()]
         if not windows:
             raise SystemExit(f"error: {config} wrote no full window of phase times; use more prompts or tokens")
@@ -221,6 +269,17 @@ def phase_split(window: dict[str, Any]) -> dict[str, float]:
     return split
 
 
+def draft_steps_per_round(windows: list[dict[str, Any]]) -> float | None:
+    """Draft-step forwards per round over every window: the model forwards that are neither the
+    verify nor the draft extend (skipped steps run none)."""
+    rounds = [w for w in windows if w["unit"] == "round"]
+    if not rounds:
+        return None
+    calls = [w["calls_per_unit"] for w in rounds]
+    steps = sum(w["units"] * (c["forward"] - c["verify"] - c["draft_extend"]) for w, c in zip(rounds, calls))
+    return steps / sum(w["units"] for w in rounds)
+
+
 def report_phases(result: dict[str, Any], png: Path) -> str:
     import matplotlib
 
@@ -229,9 +288,10 @@ def report_phases(result: dict[str, Any], png: Path) -> str:
 
     splits = {c: phase_split(w[-1]) for c, w in result.items()}
     header = ["config", "unit", "ms per unit", *LEAVES, "rest", "verify", "draft", "attention share"]
+    header.append("draft steps per round")
     rows = [
         [c, result[c][-1]["unit"], s["total"], *(s[p] for p in (*LEAVES, "rest", "verify", "draft"))]
-        + [f"{s['attention'] / s['total']:.1%}"]
+        + [f"{s['attention'] / s['total']:.1%}", draft_steps_per_round(result[c])]
         for c, s in splits.items()
     ]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -245,9 +305,23 @@ def report_phases(result: dict[str, Any], png: Path) -> str:
     fig.savefig(png, dpi=120)
     note = (
         "\nPhases are inclusive wall times inside the scheduler (attention, linear, lm_head, rmsnorm and rope "
-        "count the target's and the draft's calls alike); a round's unit is one EAGLEWorkerV2 round."
+        "count the target's and the draft's calls alike); a round's unit is one EAGLEWorkerV2 round. "
+        "Draft steps per round: the draft-step forwards run, over every window (the rest: the last window)."
     )
     return markdown_table(header, rows) + note
+
+
+def redraw(out: Path) -> None:
+    """Markdown and PNG again from a result JSON (the summary recomputed from its requests)."""
+    result = json.loads(out.read_text())
+    if "windows" in result:
+        table = report_phases(result["windows"], out.with_suffix(".png"))
+    else:
+        result["summary"] = summarise(result["requests"], list(result["summary"]))
+        table = report_speed(result["summary"], out.with_suffix(".png"))
+        harness.write_json(out, result)
+    out.with_suffix(".md").write_text(f"# {out.stem}\n\n`{result['command']}`\n\n{table}\n")
+    print(table)
 
 
 def main() -> None:
@@ -259,24 +333,29 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=96)
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--threads", type=int, default=2, help="torch threads for hf (the servers bind one per core)")
+    p.add_argument("--concurrency", type=int, default=1, help="prompts sent at once to a configuration")
     p.add_argument("--phase-times", action="store_true", help="profile each SGLang configuration alone instead")
+    p.add_argument("--report-only", action="store_true", help="redraw the markdown and PNG of --out from its JSON")
     p.add_argument("--prompts", type=Path, default=harness.REPO / "artifacts" / "bench-prompts")
     p.add_argument("--out", type=Path, required=True, help="result JSON (markdown and PNG beside it)")
     args = p.parse_args()
+    if args.report_only:
+        return redraw(args.out)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     prompts = pick_prompts(args.tasks, args.per_task, args.prompts)
     meta = {**harness.provenance(args.out.stem), "args": {k: str(v) for k, v in vars(args).items()}}
     with tempfile.TemporaryDirectory() as tmp:
         if args.phase_times:
             result = profile(args, prompts, Path(tmp))
-            table = report_phases(result, args.out.with_suffix(".png"))
             split = {c: phase_split(w[-1]) for c, w in result.items()}
             harness.write_json(args.out, {**meta, "windows": result, "split": split})
+            table = report_phases(result, args.out.with_suffix(".png"))
         else:
             rows = measure(args, prompts, Path(tmp))
             summary = summarise(rows, args.configs)
-            table = report_speed(summary, args.out.with_suffix(".png"))
             harness.write_json(args.out, {**meta, "summary": summary, "requests": rows})
+            table = report_speed(summary, args.out.with_suffix(".png"))
     args.out.with_suffix(".md").write_text(f"# {args.out.stem}\n\n`{meta['command']}`\n\n{table}\n")
     print(table)
 

@@ -385,6 +385,38 @@ def test_paired_protocol_bookkeeping_without_a_server():
         paired_ratio([])
 
 
+def test_paired_protocol_at_concurrency_pairs_groups_and_compares_stops_with_static_chains(tmp_path: Path):
+    """At concurrency 2 the paired unit is a group timed as a whole (not its requests' own times);
+    an entropy-stop configuration gets a ratio against every static chain, mismatches count per
+    request; draft steps per round come from the phase windows' forward counts."""
+    import bench_cpu_path
+
+    speed = {"none": 10.0, "edsd-c3": 12.0, "edsd-c4": 11.0, "edsd-stop-c4": 13.2}
+    rows = []
+    for rnd in range(2):
+        for g, group in enumerate([["p0", "p1"], ["p2", "p3"]]):
+            for config, tok_s in speed.items():
+                for prompt in group:
+                    text = "other" if (config, prompt, rnd) == ("edsd-stop-c4", "p3", 1) else "same"
+                    rows.append(
+                        {"round": rnd, "prompt": prompt, "task": "t", "config": config, "tokens": 50, "text": text}
+                        | {"seconds": 1.0, "accept": None, "group": g, "group_seconds": 100 / tok_s}
+                    )
+    summary = bench_cpu_path.summarise(rows, list(speed))
+    stop = summary["edsd-stop-c4"]
+    assert stop["units"] == 4 and stop["requests"] == 8 and stop["tokens_per_s"] == pytest.approx(13.2)
+    assert stop["vs_edsd-c3"]["median"] == pytest.approx(1.1) and stop["vs_edsd-c4"]["median"] == pytest.approx(1.2)
+    assert "vs_edsd-c3" not in summary["edsd-c4"] and stop["mismatches_vs_none"] == 1
+    table = bench_cpu_path.report_speed(summary, tmp_path / "speed.png")
+    assert "| edsd-stop-c4 | 1.100 [1.100, 1.100] | 1.200 [1.200, 1.200] |" in table
+    windows = [
+        {"unit": "round", "units": 100, "calls_per_unit": {"forward": 3.0, "verify": 1.0, "draft_extend": 1.0}},
+        {"unit": "round", "units": 300, "calls_per_unit": {"forward": 4.0, "verify": 1.0, "draft_extend": 1.0}},
+    ]
+    assert bench_cpu_path.draft_steps_per_round(windows) == pytest.approx(1.75)
+    assert bench_cpu_path.draft_steps_per_round([{"unit": "forward", "units": 100, "calls_per_unit": {}}]) is None
+
+
 def test_cost_model_fits_profiled_chains_and_predicts_their_speed():
     import cost_model
 
