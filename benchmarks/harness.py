@@ -235,12 +235,23 @@ def git_commit() -> str:
     return _git("rev-parse", "HEAD") + (" (dirty)" if _git("status", "--porcelain") else "")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo): hosts of one name can differ 2x in speed."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def hardware() -> dict[str, Any]:
     import torch
 
     hw: dict[str, Any] = {
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "host": platform.node(),
     }

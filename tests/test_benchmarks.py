@@ -268,7 +268,7 @@ def test_tau_script_records_its_setup_without_a_server(tmp_path: Path, monkeypat
     res = json.loads(out.read_text())
     assert res["benchmark"] == "tau" and "--summarize-only" in res["command"] and res["started"]
     assert re.fullmatch(r"[0-9a-f]{40}( \(dirty\))?", res["git_commit"]), res["git_commit"]
-    assert res["sglang_version"] == sglang.__version__ and res["hardware"]["cpu_count"] >= 1
+    assert res["sglang_version"] == sglang.__version__ and res["hardware"]["cpu_count"] >= 1 and res["hardware"]["cpu"]
     assert res["model"] == str(tmp_path / "target") and res["base_server_args"][:2] == ["--device", "cpu"]
     assert res["requests"] == "tau.requests.jsonl.gz" and res["complete"] is True
     assert res["configs"]["edsd"]["mean_tau"] == 2.0 and res["configs"]["edsd"]["speedup"] == 2.0
