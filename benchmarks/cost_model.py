@@ -62,7 +62,8 @@ def fit(parts: dict[int, dict[str, float]]) -> dict[str, float]:
     }
 
 
-def predict_round(model: dict[str, float], depth: int) -> float:
+def predict_round(model: dict[str, float], depth: float) -> float:
+    """A chain's round; linear in depth, so a mean depth gives the mean round."""
     verify = model["verify_at_0_rows"] + model["verify_per_row"] * (depth + 1)
     return verify + model["draft_extend"] + (depth - 1) * model["draft_step"] + model["rest"]
 

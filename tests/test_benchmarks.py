@@ -443,6 +443,34 @@ def test_cost_model_fits_profiled_chains_and_predicts_their_speed():
         cost_model.chain_parts({"windows": one_chain})
 
 
+def test_stop_bound_prices_the_stop_with_and_without_cut_verify_rows():
+    """Threshold 0 with rows cut is static depth 1, no stop is the full chain, and a stop that
+    keeps its verify rows only saves the draft steps it skips."""
+    import stop_bound
+
+    model = {"verify_at_0_rows": 60.0, "verify_per_row": 4.0, "draft_extend": 6.0, "draft_step": 3.5, "rest": 10.0}
+    candidates = [
+        {"threshold": 0.0, "tokens_per_round": 1.4, "draft_steps": 0.0},
+        {"threshold": 2.0, "tokens_per_round": 1.6, "draft_steps": 1.0},
+        {"threshold": float("inf"), "tokens_per_round": 1.7, "draft_steps": 2.0},
+    ]
+    result = stop_bound.bound({"draft": "d", "steps": 3, "candidates": candidates}, model)
+    zero, mid, full = result["candidates"]
+    assert zero["rows_cut"]["vs_depth_1"] == pytest.approx(1.0)
+    assert full["rows_fixed"]["vs_full_chain"] == pytest.approx(1.0)
+    depth1 = 1.4 / (60.0 + 8.0 + 6.0 + 10.0)
+    depth2, depth3 = 60.0 + 12.0 + 6.0 + 3.5 + 10.0, 60.0 + 16.0 + 6.0 + 7.0 + 10.0
+    assert mid["rows_cut"]["vs_depth_1"] == pytest.approx(1.6 / depth2 / depth1)
+    assert zero["rows_fixed"]["vs_depth_1"] == pytest.approx(1.4 / (depth3 - 2 * 3.5) / depth1)
+    assert result["full_chain_vs_depth_1"] == pytest.approx(1.7 / depth3 / depth1)
+    assert (
+        result["best"]["rows_cut"]["threshold"]
+        == max(result["candidates"], key=lambda c: c["rows_cut"]["vs_depth_1"])["threshold"]
+    )
+    with pytest.raises(SystemExit, match="no threshold 0 or inf"):
+        stop_bound.bound({"draft": "d", "steps": 3, "candidates": candidates[1:]}, model)
+
+
 def test_edtrain_scale_tiny_mode_trains_both_recipes_on_the_same_tokens(tmp_path: Path):
     """The scale benchmark's CPU mode: a random-weight target from a config, both recipes online
     on the same data, every time split present and consistent, the report files written."""
