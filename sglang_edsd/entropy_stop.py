@@ -7,13 +7,15 @@ in nats over the draft vocabulary, or `draft` for the calibrated one in the draf
 `entropy_stop.json`, written by `sglang-edsd calibrate-stop`).
 
 Per request, d_1..d_S are kept up to and including the first step whose distribution has
-entropy > threshold (so d_1 always is). Lossless: the verify still judges the full chain's
-rows, but each dropped proposal is replaced, for the acceptance test only, by an id no
-target prediction can equal, so acceptance ends at the stop and the token emitted there is the
-target's own (greedy batches; a batch with sampled requests verifies unmasked). Where the
-draft runs eagerly (CPU, or GPU without draft CUDA graphs) a draft step is skipped once every
-request of the batch has stopped. The worker side lives with EASD's draft statistics
-(`easd/worker.py`), which record the same per-step entropies.
+entropy > threshold (so d_1 always is). Where the draft runs eagerly (CPU, or GPU without draft
+CUDA graphs) a draft step is skipped once every request of the batch has stopped, and the round's
+chain is cut to the deepest kept proposal: verify and draft extend run kept + 1 rows per request
+instead of S + 1, the part of a round that grows with depth on CPU. Lossless: a shorter chain is
+verified as any chain is, and a request that stopped before the round's depth has each dropped
+proposal replaced, for the acceptance test only, by an id no target prediction can equal, so
+acceptance ends at its stop and the token emitted there is the target's own (greedy batches; a
+batch with sampled requests verifies those unmasked). The worker side lives with EASD's draft
+statistics (`easd/worker.py`), which record the same per-step entropies.
 """
 
 from __future__ import annotations

@@ -141,24 +141,48 @@ def stop_servers(smollm2: Path, tmp_path_factory: pytest.TempPathFactory):
             s.stop()
 
 
+def kept_and_accepted(records: list[dict]) -> tuple[list[int], list[int], list[int]]:
+    """Per trace record: proposals the stop kept, proposals accepted, and rows verified (the cut chain's depth)."""
+    kept = [int(kept_steps(torch.tensor([r["draft_entropy"]]), THRESHOLD)) for r in records]
+    return kept, [r["accepted"] for r in records], [len(r["draft_entropy"]) for r in records]
+
+
 @pytest.mark.server
 def test_served_stop_is_lossless_and_acceptance_ends_at_each_stop(stop_servers, smollm2: Path) -> None:
     """Four requests at once (one batch, each stopping on its own): output equal to no speculation,
-    no verify accepting past its request's stop, and stops both before and at the full depth."""
+    no verify accepting past its request's stop, stops both before and at the full depth, and a
+    round's chain cut no shorter than its deepest request's stop."""
     from tests.servers import greedy_ids
 
     stop = stop_servers["edsd-stop"]
     prompts = [chat_ids(smollm2, p) for p in SERVED_PROMPTS]
+    before = len(stop.trace.read_text().splitlines())
     with ThreadPoolExecutor(len(prompts)) as pool:
         got = list(pool.map(lambda ids: greedy_ids(stop, ids, SERVED_TOKENS), prompts))
     for ids, out in zip(prompts, got):
         assert out["ids"] == greedy_ids(stop_servers["none"], ids, SERVED_TOKENS)["ids"]
-    records = [json.loads(line) for line in stop.trace.read_text().splitlines()]
-    kept = kept_steps(torch.tensor([r["draft_entropy"] for r in records]), THRESHOLD)
-    accepted = torch.tensor([r["accepted"] for r in records])
-    assert bool((accepted <= kept).all())
-    assert (kept < 4).any() and (kept == 4).any()
-    assert bool((accepted == kept)[kept < 4].any())  # a stop that cut a chain the target agreed with so far
+    records = [json.loads(line) for line in stop.trace.read_text().splitlines()[before:]]
+    kept, accepted, depth = kept_and_accepted(records)
+    assert all(a <= k <= d for a, k, d in zip(accepted, kept, depth))
+    assert min(kept) < 4 and max(kept) == 4
+    assert any(a == k < 4 for a, k in zip(accepted, kept))  # a stop that cut a chain the target agreed with so far
+
+
+@pytest.mark.server
+def test_served_stop_alone_verifies_only_the_kept_rows(stop_servers, smollm2: Path) -> None:
+    """At batch 1 every round's chain (verify and draft extend) ends at the request's own stop:
+    fewer verify rows wherever the draft was unsure, the same output as no speculation."""
+    from tests.servers import greedy_ids
+
+    stop = stop_servers["edsd-stop"]
+    ids = chat_ids(smollm2, SERVED_PROMPTS[2])
+    before = len(stop.trace.read_text().splitlines())
+    out = greedy_ids(stop, ids, SERVED_TOKENS)
+    assert out["ids"] == greedy_ids(stop_servers["none"], ids, SERVED_TOKENS)["ids"]
+    records = [json.loads(line) for line in stop.trace.read_text().splitlines()[before:]]
+    kept, accepted, depth = kept_and_accepted(records)
+    assert kept == depth
+    assert min(depth) < 4 and all(a <= d for a, d in zip(accepted, depth))
 
 
 def test_threshold_choice_trades_tokens_against_draft_steps() -> None:

@@ -7,8 +7,9 @@ into entropy and top-n target ids, keeps d_1's per request slot between rounds, 
 the stacked [B, S] statistics on the verify input. The `eagle_sample` hook then applies the
 rule to the target's verify logits before SGLang verifies. The same statistics feed the
 opt-in entropy trace (`serving/entropy_trace.py`) and the entropy stop (`entropy_stop.py`),
-which skips a draft forward once every request has stopped and masks the dropped proposals
-in the acceptance test. None of this exists unless $SGLANG_EDSD_EASD, $SGLANG_EDSD_TRACE or
+which skips a draft forward once every request has stopped, cuts the round's chain (verify and
+draft extend) to the deepest request's stop, and masks the dropped proposals of requests that
+stopped earlier in the acceptance test. None of this exists unless $SGLANG_EDSD_EASD, $SGLANG_EDSD_TRACE or
 $SGLANG_EDSD_ENTROPY_STOP is set: the default worker is SGLang's own, untouched.
 """
 
@@ -44,7 +45,11 @@ class EASDDraftWorker(EagleDraftWorker):
         self.easd, self.easd_trace, self.entropy_stop = cfg, trace, stop
         # During a draft with the stop on: entropies [B] of d_1.. so far; None otherwise.
         self.stop_entropy: list[torch.Tensor] | None = None
-        self.skipped_steps = 0
+        if stop is not None:
+            check_chain_internals(self)
+        # The round's configured depth while a stop has cut its chain (restored by end_round).
+        self.full_depth: int | None = None
+        self.chain_buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.easd_top_n = cfg.top_n if cfg is not None else 1  # the trace needs entropies only
         self.easd_first_entropy: torch.Tensor | None = None
         self.easd_first_top: torch.Tensor | None = None
@@ -55,7 +60,6 @@ class EASDDraftWorker(EagleDraftWorker):
         def recording_forward(*args: Any, **kwargs: Any) -> Any:
             stop, so_far = self.entropy_stop, self.stop_entropy
             if stop is not None and so_far is not None and all_stopped(torch.stack(so_far, 1), stop.threshold):
-                self.skipped_steps += 1
                 return self._skipped_output(so_far[0].shape[0])
             out = forward(*args, **kwargs)
             self.easd_outputs.append(out.logits_output)
@@ -64,6 +68,43 @@ class EASDDraftWorker(EagleDraftWorker):
             return out
 
         self.draft_runner.forward = recording_forward
+
+    def draft_forward(self, forward_batch: Any) -> Any:
+        """SGLang's chain draft, cut to the deepest kept proposal when every request stopped earlier.
+
+        The cut round verifies and draft-extends kept + 1 rows per request instead of S + 1:
+        rows are most of a round's cost on CPU, and a shorter chain is as lossless as any."""
+        out = super().draft_forward(forward_batch)
+        so_far = self.stop_entropy
+        if self.entropy_stop is None or so_far is None or forward_batch.forward_mode.is_idle():
+            return out
+        depth = int(kept_steps(torch.stack(so_far, 1), self.entropy_stop.threshold).max())  # eager: host sync
+        if depth >= self.speculative_num_steps:
+            return out
+        _, _, draft_tokens, draft_probs = out
+        self.full_depth = self.speculative_num_steps
+        self._use_depth(depth)
+        bs = draft_tokens.shape[0]
+        return (
+            self._topk1_parents_prealloc[:bs],
+            self._topk1_score_indices_prealloc[:bs],
+            draft_tokens[:, :depth].contiguous(),
+            None if draft_probs is None else draft_probs[:, :depth].contiguous(),
+        )
+
+    def end_round(self) -> None:
+        """Back to the configured depth after a round the stop cut."""
+        if self.full_depth is not None:
+            self._use_depth(self.full_depth)
+            self.full_depth = None
+
+    def _use_depth(self, steps: int) -> None:
+        """Chain depth `steps` for the rest of the round: SGLang's own topk-1 chain buffers for it."""
+        self.speculative_num_steps, self.speculative_num_draft_tokens = steps, steps + 1
+        if steps not in self.chain_buffers:
+            self._rebuild_topk1_chain_buffers()
+            self.chain_buffers[steps] = (self._topk1_parents_prealloc, self._topk1_score_indices_prealloc)
+        self._topk1_parents_prealloc, self._topk1_score_indices_prealloc = self.chain_buffers[steps]
 
     def _skipped_output(self, batch_size: int) -> Any:
         """What `draft_forward` reads of a draft forward (logits, hidden states), as zeros: every
@@ -140,6 +181,26 @@ class EASDDraftWorker(EagleDraftWorker):
         return out
 
 
+CHAIN_INTERNALS = (
+    "_rebuild_topk1_chain_buffers",
+    "_topk1_parents_prealloc",
+    "_topk1_score_indices_prealloc",
+    "speculative_num_steps",
+    "speculative_num_draft_tokens",
+)
+
+
+def check_chain_internals(draft_worker: Any) -> None:
+    """The stop's chain cut sets these SGLang draft-worker internals for a round: fail at start-up,
+    naming them, if an SGLang upgrade renamed any."""
+    missing = [name for name in CHAIN_INTERNALS if not hasattr(draft_worker, name)]
+    if missing:
+        raise RuntimeError(
+            f"the entropy stop's chain cut needs SGLang's EagleDraftWorker.{', .'.join(missing)}, which this "
+            "SGLang lacks: update sglang_edsd/easd/worker.py for it"
+        )
+
+
 def check_draft_runs_eagerly(device: str) -> None:
     """EASD and the trace read every draft forward in Python, which a CUDA-graph replay skips.
 
@@ -172,6 +233,22 @@ class EASDWorkerV2(EAGLEWorkerV2):
         if self._draft_worker is not None:
             self._draft_worker.__class__ = EASDDraftWorker
             self._draft_worker.easd_setup(cfg, trace, stop)
+
+    def forward_batch_generation(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().forward_batch_generation(batch, *args, **kwargs)
+        finally:
+            if self._draft_worker is not None:
+                self._draft_worker.end_round()
+
+    def verify(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        """SGLang's verify at the width of this round's verify input (narrower once the stop cut it)."""
+        full, width = self.speculative_num_draft_tokens, batch.spec_info.draft_token_num
+        self.speculative_num_draft_tokens = width
+        try:
+            return super().verify(batch, *args, **kwargs)
+        finally:
+            self.speculative_num_draft_tokens = full
 
 
 def _draft_folder(server_args: Any) -> Path | None:

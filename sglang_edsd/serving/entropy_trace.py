@@ -8,7 +8,8 @@ runs and nothing is hooked. On, the draft statistics come from the forwards SGLa
 runs (the EASD worker's recording), so tracing adds no draft pass. Chain drafting only.
 
 One line per request per verify: `rid`, `draft_entropy` [S] (the draft's distribution that
-proposed d_1..d_S), `target_entropy` [S] (the target's verify row that scores d_k), and
+proposed d_1..d_S; S is the round's depth, shorter where the entropy stop cut the chain),
+`target_entropy` [S] (the target's verify row that scores d_k), and
 `accepted` (how many of d_1..d_S the verify accepted; d_{accepted+1} was rejected, later ones
 were never judged).
 """
