@@ -5,9 +5,10 @@ training (step k of row i proposes token i+2+k; `easd.calibrate.load_draft`), an
 position with S steps ahead gives: the draft's entropy at each step and how many of the S
 proposals a greedy chain verify would accept (leading agreement with the target's top-1). A
 threshold t keeps kept_steps(entropy, t) proposals, so a round emits min(accepted, kept) + 1
-tokens and, at batch 1 on an eager backend, runs kept - 1 draft steps instead of S - 1. With
-a round cost of `fixed_ms + step_ms * steps run` (benchmarks/cost_model.py measures both), the
-threshold that maximises tokens per millisecond is chosen and compared with the full chain.
+tokens and, at batch 1 on an eager backend, runs kept - 1 draft steps and verifies kept + 1 rows
+(the stop cuts the round's chain) instead of S - 1 and S + 1. With a round cost of
+`fixed_ms + step_ms * (kept - 1)` (benchmarks/cost_model.py measures the parts), the threshold
+that maximises tokens per millisecond is chosen and compared with the full chain.
 """
 
 from __future__ import annotations

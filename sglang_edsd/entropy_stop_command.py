@@ -9,18 +9,20 @@ from pathlib import Path
 
 from sglang_edsd.files import write_text_atomic
 
-# SmolLM2 at chain depth 4 on the 2-core CPU (benchmarks/results/cost-model-smollm2-20261204.json):
-# verify 51.2 + 3.86 ms per row (5 rows), draft extend 6.0, the rest 10.5; a draft step 3.6 ms.
-FIXED_MS = 51.2 + 3.86 * 5 + 6.0 + 10.5
-STEP_MS = 3.6
+# SmolLM2 on the 2-core CPU at batch 1 (benchmarks/results/cost-model-smollm2-20261204.json), where
+# the stop cuts a round's chain to its kept proposals: a depth-1 round is the verify's 51.2 ms +
+# 3.86 ms per row (2 rows), draft extend 6.0 and the rest 10.5; each proposal kept past d_1 adds a
+# draft step (3.6 ms) and a verify row (3.86 ms).
+FIXED_MS = 51.2 + 3.86 * 2 + 6.0 + 10.5
+STEP_MS = 3.6 + 3.86
 
 
 def add_calibrate_stop_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draft", required=True, help="the served draft folder; the threshold is written into it")
     p.add_argument("--capture", required=True, help="capture of held-out text holding the draft's layers")
     p.add_argument("--steps", type=int, default=4, help="the served chain depth S (default 4)")
-    p.add_argument("--fixed-ms", type=float, default=FIXED_MS, help="round cost without draft steps (ms)")
-    p.add_argument("--step-ms", type=float, default=STEP_MS, help="cost of one draft step (ms)")
+    p.add_argument("--fixed-ms", type=float, default=FIXED_MS, help="cost of a round that keeps d_1 only (ms)")
+    p.add_argument("--step-ms", type=float, default=STEP_MS, help="cost of each proposal kept past d_1: a draft step and a verify row (ms)")
     p.add_argument("--max-samples", type=int)
     p.add_argument("--report", help="also write the full report JSON (and a .png plot) here")
     p.add_argument("--dry-run", action="store_true", help="report only; leave the draft folder as it is")
