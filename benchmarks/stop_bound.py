@@ -1,8 +1,10 @@
 """How much an entropy stop can gain over static depths on this CPU, from its calibration and the round cost model.
 
-The entropy stop (docs/serving.md) skips draft steps but verifies the chain's full rows, so its
-round at batch 1 is round(S) less the draft steps it skipped. An ideal stop would also cut the
-verify to the kept proposals: round(kept), the cost of a static chain of that depth. For every
+The entropy stop (docs/serving.md) skips draft steps after every request has stopped and, where
+the draft runs eagerly, cuts the round's chain to the deepest kept proposal: at batch 1 a round
+costs round(kept), a static chain of that depth ("rows cut", the stop as built). A stop whose
+verify keeps the full chain's rows (as a fixed-shape, CUDA-graph verify would, and as the stop did
+before its chain cut) costs round(S) less the draft steps it skipped ("rows fixed"). For every
 threshold `sglang-edsd calibrate-stop` scored (held-out tokens per round and draft steps run),
 this prices both with `cost_model.py`'s fitted parts and compares them with static depth 1 (the
 threshold 0: d_1 only) and depth S (no stop), the shapes the calibration scores exactly.
@@ -27,7 +29,7 @@ from harness import markdown_table
 
 def round_ms(model: dict[str, float], steps: int, draft_steps: float, rows_cut: bool) -> float:
     """Mean round at batch 1 of a depth-`steps` chain that runs `draft_steps` draft steps on average."""
-    if rows_cut:  # verify kept + 1 rows: a static chain of depth draft_steps + 1 (linear in depth)
+    if rows_cut:  # the chain cut: a static chain of depth draft_steps + 1 (linear in depth)
         return predict_round(model, draft_steps + 1)
     return predict_round(model, steps) - (steps - 1 - draft_steps) * model["draft_step"]
 
@@ -68,10 +70,9 @@ def plot(results: list[dict[str, Any]], png: Path) -> None:
         finite = [c for c in r["candidates"] if c["threshold"] != float("inf")]
         x = [c["threshold"] for c in finite]
         name = Path(r["draft"]).name
-        ax.plot(x, [c["rows_fixed"]["vs_depth_1"] for c in finite], color=f"C{i}", label=f"{name}: verify rows fixed")
-        ax.plot(
-            x, [c["rows_cut"]["vs_depth_1"] for c in finite], "--", color=f"C{i}", label=f"{name}: rows cut (ideal)"
-        )
+        fixed, cut = (f"{name}: verify rows fixed (fixed shape)", f"{name}: chain cut (as built, batch 1)")
+        ax.plot(x, [c["rows_fixed"]["vs_depth_1"] for c in finite], color=f"C{i}", label=fixed)
+        ax.plot(x, [c["rows_cut"]["vs_depth_1"] for c in finite], "--", color=f"C{i}", label=cut)
     ax.axhline(1.0, color="gray", lw=1)
     ax.axhline(1.1, color="gray", lw=1, ls=":")
     ax.set_xlabel("entropy-stop threshold (nats)")
@@ -91,7 +92,7 @@ def main() -> None:
     model = json.loads(args.cost_model.read_text())["model"]
     results = [bound(json.loads(f.read_text()), model) for f in args.calibration]
     table = markdown_table(
-        ["draft", "full chain vs depth 1", "best stop, rows fixed", "vs depth 1", "best stop, rows cut", "vs depth 1"],
+        ["draft", "full chain vs depth 1", "best stop, rows fixed", "vs depth 1", "best stop, chain cut", "vs depth 1"],
         [
             [
                 Path(r["draft"]).name,

@@ -53,10 +53,33 @@ def test_route_is_float32_few_rows_only():
     assert takes_route(torch.randn(5, 4), w)
     assert takes_route(torch.randn(1, 3, 4), w)
     assert not takes_route(torch.randn(1, 4), w)  # one-row decode keeps SGLang's call
-    assert not takes_route(torch.randn(2, 4), w)  # BLAS is faster at two rows
     assert not takes_route(torch.randn(MAX_ROWS + 1, 4), w)  # prefill keeps SGLang's call
     assert not takes_route(torch.randn(5, 4, dtype=torch.bfloat16), w.bfloat16())
     assert not takes_route(torch.randn(5, 4), w.double())
+    assert not takes_route(torch.randn(2, 4), w.double())  # two rows are timed only where the route applies
+
+
+@pytest.mark.parametrize(("packed_s", "blas_s"), [(1.0, 2.0), (2.0, 1.0)])
+def test_two_rows_take_the_gemm_timed_faster_once_per_weight(monkeypatch, packed_s, blas_s):
+    timings = []
+
+    def timed(*calls):
+        timings.append(len(calls))
+        return [packed_s, blas_s]
+
+    monkeypatch.setattr(gemm, "_median_seconds", timed)
+    w = torch.randn(8, 4)
+    for _ in range(3):
+        assert takes_route(torch.randn(2, 4), w) is (packed_s < blas_s)
+    assert timings == [2]  # timed on the first two-row call only
+    assert takes_route(torch.randn(5, 4), w)  # three rows and more never time
+
+
+def test_timing_runs_both_gemms_on_the_real_input():
+    w, x = torch.randn(64, 32), torch.randn(2, 32)
+    packed, blas = gemm._median_seconds(lambda: few_row_linear(x, w), lambda: F.linear(x, w))
+    assert packed > 0 and blas > 0
+    assert takes_route(x, w) is w._edsd_packed_faster
 
 
 _PROBE = """

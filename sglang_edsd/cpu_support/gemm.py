@@ -7,11 +7,16 @@ oneDNN's GEMM on a weight packed once into its blocked layout nearly does (lm_he
 decoder GEMMs 26.4 ms for 5 rows). A depth-4 chain's verify has 5 rows per request and a draft
 tree more, so speculative decoding on CPU paid much of its verify cost here
 (`benchmarks/bench_cpu_gemm.py`, `benchmarks/results/cpu-gemm-smollm2.json`). Only float32
-inputs of MIN_ROWS..MAX_ROWS rows take the route: at 1 and 2 rows BLAS is faster (all decoder
-GEMMs: 18.7 vs 24.7 ms at 2 rows), and prefill keeps SGLang's call too, so a server without
-speculation computes exactly what it did before. A row's result does not depend on how many
-rows share the call (checked in tests/test_cpu_gemm.py), so a verify computes each draft
-position as a 3-row or a 9-row call would.
+inputs of MIN_ROWS..MAX_ROWS rows take the route, and two-row inputs where it is faster: one-row
+decode and prefill keep SGLang's call, so a server without speculation at batch 1 computes exactly
+what it did before. Which GEMM wins at two rows depends on the host: BLAS on the 2-core host of
+`cpu-gemm-smollm2.json` (all decoder GEMMs 18.7 vs 24.7 ms), the packed GEMM by 2.8x on the
+2-core AMD EPYC of `cpu-gemm-two-rows-20261205.json`, whose BLAS is slow at one and two rows
+(58.2 vs 20.6 ms; both in benchmarks/results/).
+Two rows are a depth-1 chain's verify, and the entropy stop's most common cut, so each weight's
+first two-row call times both GEMMs and keeps the faster for the process. A row's result does
+not depend on how many rows share the call (checked in tests/test_cpu_gemm.py), so a verify
+computes each draft position as a 3-row or a 9-row call would.
 
 The packed copy is made on first use and kept beside the weight (one extra copy of each routed
 weight in memory); it is remade after an in-place update of the weight tensor and after any of
@@ -24,16 +29,21 @@ Off with SGLANG_EDSD_CPU_GEMM=0.
 from __future__ import annotations
 
 import logging
+import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from sglang_edsd import envs
 
 logger = logging.getLogger(__name__)
 
-MIN_ROWS = 3  # BLAS's one- and two-row kernels beat the packed GEMM
+MIN_ROWS = 3  # from three rows on the packed GEMM wins on every host measured
+TIMED_ROWS = 2  # the host decides: each weight times both GEMMs on its first two-row call
+TIMED_CALLS = 7  # per GEMM, interleaved, after one warm-up call each (the first packs the weight)
 MAX_ROWS = 64  # verify and draft-tree sizes; prefill-sized inputs stay on F.linear
 LINEAR_TARGET = "sglang.srt.layers.quantization.unquant.UnquantizedLinearMethod.apply"
 LINEAR_ANCHOR = "return F.linear(x, layer.weight, bias)"
@@ -64,21 +74,46 @@ def missing_onednn_ops() -> list[str]:
 
 
 def takes_route(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """True for CPU float32 activations of MIN_ROWS..MAX_ROWS rows against a plain CPU float32 weight.
+    """True for CPU float32 activations of MIN_ROWS..MAX_ROWS rows against a plain CPU float32
+    weight, and of TIMED_ROWS rows where the packed GEMM is the faster for this weight.
 
     Called on every linear layer of every forward, so the cheap row test comes first.
     """
     if x.dim() < 2:
         return False
     rows = x.numel() // x.shape[-1]
-    return (
-        MIN_ROWS <= rows <= MAX_ROWS
+    routable = (
+        TIMED_ROWS <= rows <= MAX_ROWS
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and x.device.type == "cpu"
         and weight.dim() == 2
         and type(weight.data) is torch.Tensor
     )
+    return routable and (rows >= MIN_ROWS or packed_is_faster(x, weight))
+
+
+def packed_is_faster(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the packed GEMM beats F.linear on `x` for this weight: timed on the first call, then kept."""
+    choice = getattr(weight, "_edsd_packed_faster", None)
+    if choice is None:
+        packed, blas = _median_seconds(lambda: few_row_linear(x, weight), lambda: F.linear(x, weight))
+        choice = weight._edsd_packed_faster = packed < blas
+        logger.debug("sglang-edsd: %s-row GEMM on %s weight: %s", TIMED_ROWS, tuple(weight.shape), choice)
+    return choice
+
+
+def _median_seconds(*calls: Callable[[], torch.Tensor]) -> list[float]:
+    """Median wall time of each call, run interleaved so drift in the machine's speed falls on all."""
+    for call in calls:
+        call()
+    times: list[list[float]] = [[] for _ in calls]
+    for _ in range(TIMED_CALLS):
+        for call, spent in zip(calls, times):
+            start = time.perf_counter()
+            call()
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
 
 
 def _packed(weight: torch.Tensor) -> torch.Tensor:
