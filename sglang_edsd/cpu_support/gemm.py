@@ -12,7 +12,7 @@ decode and prefill keep SGLang's call, so a server without speculation at batch 
 what it did before. Which GEMM wins at two rows depends on the host: BLAS on the 2-core host of
 `cpu-gemm-smollm2.json` (all decoder GEMMs 18.7 vs 24.7 ms), the packed GEMM by 2.8x on the
 2-core AMD EPYC of `cpu-gemm-two-rows-20261205.json`, whose BLAS is slow at one and two rows
-(58.2 vs 20.6 ms; both in benchmarks/results/).
+(57.4 vs 21.4 ms; both in benchmarks/results/).
 Two rows are a depth-1 chain's verify, and the entropy stop's most common cut, so each weight's
 first two-row call times both GEMMs and keeps the faster for the process. A row's result does
 not depend on how many rows share the call (checked in tests/test_cpu_gemm.py), so a verify
