@@ -22,7 +22,12 @@ def add_calibrate_stop_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--capture", required=True, help="capture of held-out text holding the draft's layers")
     p.add_argument("--steps", type=int, default=4, help="the served chain depth S (default 4)")
     p.add_argument("--fixed-ms", type=float, default=FIXED_MS, help="cost of a round that keeps d_1 only (ms)")
-    p.add_argument("--step-ms", type=float, default=STEP_MS, help="cost of each proposal kept past d_1: a draft step and a verify row (ms)")
+    p.add_argument(
+        "--step-ms",
+        type=float,
+        default=STEP_MS,
+        help="cost of each proposal kept past d_1: a draft step and a verify row (ms)",
+    )
     p.add_argument("--max-samples", type=int)
     p.add_argument("--report", help="also write the full report JSON (and a .png plot) here")
     p.add_argument("--dry-run", action="store_true", help="report only; leave the draft folder as it is")
