@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine; both create .venv (the project's environment) first.
 #   make demo       serve SmolLM2-135M-Instruct on CPU with and without EDSD, compare
-#   make test       lint, then the default test suite (real SGLang servers on CPU; about 14 minutes on 2 cores)
+#   make test       lint, then the default test suite (real SGLang servers on CPU; about 20 minutes on 2 cores)
 # Inner loop: make test-fast (no SGLang servers, no long or slow tests). Everything: make test-all.
 VENV := .venv
 PY := $(VENV)/bin/python
